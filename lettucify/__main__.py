@@ -1,0 +1,3 @@
+from lettucify.cli import main
+
+main()

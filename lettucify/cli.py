@@ -1,0 +1,35 @@
+"""Hydra entry point of ``python -m lettucify`` and the ``lettucify`` console script.
+
+Importing this module imports no torch: ``--help``, ``--cfg`` and ``--info`` answer at
+once; the task imports what it needs when it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Optional
+
+import hydra
+from omegaconf import DictConfig
+
+from lettucify.config import REPO_ROOT  # importing it registers the schema
+from lettucify.errors import LettucifyError
+
+log = logging.getLogger("lettucify")
+
+
+@hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")
+def main(cfg: DictConfig) -> Optional[float]:
+    """Train, evaluate on test, and return the validation accuracy for sweepers."""
+    from lettucify.train.loop import train
+
+    try:
+        return train(cfg)
+    except LettucifyError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,233 @@
+"""Structured-config schema: one dataclass per config group, registered in Hydra's ConfigStore.
+
+Every YAML file under ``conf/<group>/`` starts from one of these schemas
+(``defaults: [/schema/<group>@_here_: <name>]``), so a misspelt key or a value of
+the wrong type fails at composition with Hydra's message, before anything is built.
+This module imports nothing heavy: the CLI imports it before Hydra starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class CNN16NetConf:
+    _target_: str = "lettucify.models.cnn16.CNN16"
+    input_size: int = "${..input_size}"  # type: ignore[assignment]
+    channels: List[int] = field(default_factory=lambda: [16, 32])
+    hidden_units: int = 128
+    dropout: float = 0.25
+
+
+@dataclass
+class EfficientNetLiteNetConf:
+    _target_: str = "lettucify.models.efficientnet.EfficientNetLite"
+    variant: str = "lite0"
+    pretrained: bool = True
+    freeze_backbone: bool = False
+    freeze_bn_stats: bool = True
+    drop_rate: float = 0.2
+    drop_path_rate: float = 0.0
+
+
+@dataclass
+class ModelConf:
+    """A network (``net``, built with ``num_classes``) and what goes with it.
+
+    ``input_size``, ``mean`` and ``std`` are the preprocessing contract: they travel
+    with the checkpoint so that evaluation and serving preprocess as training did.
+    """
+
+    net: Any = MISSING
+    input_size: int = 224
+    mean: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    std: List[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
+    # Learning rate of everything but the classifier head, relative to optimizer.lr.
+    backbone_lr_scale: float = 1.0
+
+
+@dataclass
+class CNN16Conf(ModelConf):
+    net: CNN16NetConf = field(default_factory=CNN16NetConf)
+    input_size: int = 64
+
+
+@dataclass
+class EfficientNetLiteConf(ModelConf):
+    net: EfficientNetLiteNetConf = field(default_factory=EfficientNetLiteNetConf)
+
+
+# --------------------------------------------------------------------------- data
+class BadImagePolicy(str, Enum):
+    skip = "skip"
+    fail = "fail"
+
+
+@dataclass
+class DownloadConf:
+    url: str = MISSING
+    # Destination split -> folder inside the archive (below its top-level folder).
+    members: Dict[str, str] = field(default_factory=dict)
+    # sha256 manifest shipped in lettucify/data/manifests/.
+    manifest: str = MISSING
+
+
+@dataclass
+class AugmentConf:
+    random_resized_crop_scale: List[float] = field(default_factory=lambda: [0.25, 1.0])
+    horizontal_flip: bool = True
+    color_jitter: float = 0.0
+
+
+@dataclass
+class DataConf:
+    _target_: str = "lettucify.data.datamodule.ImageFolderData"
+    name: str = MISSING
+    # Folder holding train/ and test/; null: $LETTUCIFY_DATA_DIR/<name>, else the cache.
+    root: Optional[str] = None
+    download: Optional[DownloadConf] = None
+    # Fraction of train carved out (stratified, seeded) for validation; 0 disables it.
+    val_fraction: float = 0.15
+    split_seed: int = 0
+    # Global batch size: with several processes each takes an equal share.
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    on_bad_image: BadImagePolicy = BadImagePolicy.skip
+    max_image_pixels: int = 40_000_000
+    # Keep decoded, downscaled images in memory: decoding 512 px JPEGs every epoch
+    # dominates a small CPU run.
+    cache_images: bool = True
+    augment: AugmentConf = field(default_factory=AugmentConf)
+
+
+# --------------------------------------------------------------------------- compute
+@dataclass
+class ComputeConf:
+    # "cpu", "cuda" or "cuda:N".
+    device: str = "cpu"
+    # torch.set_num_threads; null keeps PyTorch's default (one per core).
+    num_threads: Optional[int] = None
+    amp: bool = False
+    amp_dtype: str = "bfloat16"
+    channels_last: bool = True
+    pin_memory: bool = False
+
+
+# --------------------------------------------------------------------------- optim
+@dataclass
+class OptimizerConf:
+    _target_: str = MISSING
+    _partial_: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+
+
+@dataclass
+class AdamWConf(OptimizerConf):
+    _target_: str = "torch.optim.AdamW"
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class SGDConf(OptimizerConf):
+    _target_: str = "torch.optim.SGD"
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    nesterov: bool = True
+
+
+@dataclass
+class SchedulerConf:
+    _target_: str = MISSING
+    _partial_: bool = True
+
+
+@dataclass
+class WarmupCosineConf(SchedulerConf):
+    _target_: str = "lettucify.train.schedule.warmup_cosine"
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.01
+
+
+@dataclass
+class ConstantLRConf(SchedulerConf):
+    _target_: str = "lettucify.train.schedule.constant"
+
+
+# --------------------------------------------------------------------------- trainer
+class ProgressMode(str, Enum):
+    auto = "auto"  # a bar on a terminal, one line per epoch otherwise
+    bar = "bar"
+    lines = "lines"
+
+
+@dataclass
+class TrainerConf:
+    epochs: int = 15
+    label_smoothing: float = 0.1
+    # Clip the global gradient norm; null disables clipping.
+    grad_clip_norm: Optional[float] = 1.0
+    # "auto": continue from <run dir>/checkpoints/last.pt when it exists;
+    # "never": always start afresh; otherwise a path to a checkpoint.
+    resume: str = "auto"
+    progress: ProgressMode = ProgressMode.auto
+    # Average the logits of the image and its mirror image at evaluation.
+    tta_flip: bool = True
+
+
+@dataclass
+class PathsConf:
+    output_dir: str = MISSING
+    cache_dir: str = MISSING
+    data_dir: Optional[str] = None
+
+
+@dataclass
+class Config:
+    model: Any = MISSING
+    data: Any = MISSING
+    compute: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: Any = MISSING
+    paths: Any = MISSING
+    seed: int = 0
+
+
+_SCHEMAS = {
+    "model": {"cnn16": CNN16Conf, "efficientnet_lite": EfficientNetLiteConf},
+    "data": {"imagefolder": DataConf},
+    "compute": {"local": ComputeConf},
+    "optimizer": {"adamw": AdamWConf, "sgd": SGDConf},
+    "scheduler": {"warmup_cosine": WarmupCosineConf, "constant": ConstantLRConf},
+    "trainer": {"default": TrainerConf},
+    "paths": {"default": PathsConf},
+}
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="lettucify_schema", node=Config)
+    for group, schemas in _SCHEMAS.items():
+        for name, node in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=node)
+    if not OmegaConf.has_resolver("lettucify_root"):
+        # Lets conf/config.yaml add experiments/ to Hydra's search path wherever it is run from.
+        OmegaConf.register_new_resolver("lettucify_root", lambda: str(REPO_ROOT))
+
+
+register_configs()

@@ -1,0 +1,45 @@
+"""Run a model over a data loader and collect its logits: the one inference loop."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Tuple
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    amp_dtype: torch.dtype | None = None,
+    tta_flip: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Logits (float32, on CPU) and labels for every sample of ``loader``, in order.
+
+    With ``tta_flip`` the logits are the mean of the image's and its mirror image's.
+    """
+    was_training = model.training
+    model.eval()
+    autocast = (
+        torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+    )
+    all_logits, all_labels = [], []
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    try:
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            with autocast:
+                logits = model(images).float()
+                if tta_flip:
+                    logits = (logits + model(torch.flip(images, dims=[3])).float()) / 2
+            all_logits.append(logits.cpu())
+            all_labels.append(labels)
+    finally:
+        model.train(was_training)
+    return torch.cat(all_logits), torch.cat(all_labels)

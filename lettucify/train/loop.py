@@ -1,0 +1,310 @@
+"""The training task: data -> model -> epochs of training and validation -> checkpoints.
+
+Reads top to bottom like torchvision's reference ``train.py``: ``train`` sets up, then
+each epoch is ``train_one_epoch`` followed by validation and a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lettucify.errors import CheckpointError, LettucifyError
+from lettucify.evaluate.predict import predict
+from lettucify.train import checkpoint as ckpt
+from lettucify.train.progress import EpochProgress
+from lettucify.train.sampler import ResumableSampler
+from lettucify.train.stop import GracefulStop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainState:
+    """What the loop carries from step to step; saved in every checkpoint."""
+
+    epoch: int = 0  # completed epochs
+    step_in_epoch: int = 0  # optimizer steps done in the current, unfinished epoch
+    best_val_acc: Optional[float] = None
+    history: List[Dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def select_device(compute: DictConfig) -> torch.device:
+    device = torch.device(compute.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LettucifyError(
+            f"compute.device={compute.device} but no CUDA device is visible; use compute=local_cpu"
+        )
+    if compute.num_threads:
+        torch.set_num_threads(compute.num_threads)
+    return device
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float) -> List[Dict]:
+    """The head at ``lr``, the rest at ``lr * backbone_lr_scale``; no weight decay on
+    biases and normalisation parameters (1-d tensors)."""
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    groups: Dict[tuple, List[nn.Parameter]] = {}
+    for param in model.parameters():
+        if param.requires_grad:
+            key = (id(param) in head_ids, param.ndim > 1)
+            groups.setdefault(key, []).append(param)
+    return [
+        {
+            "params": params,
+            "lr": lr if is_head else lr * backbone_lr_scale,
+            "weight_decay": weight_decay if decays else 0.0,
+        }
+        for (is_head, decays), params in groups.items()
+    ]
+
+
+def amp_dtype(compute: DictConfig) -> Optional[torch.dtype]:
+    return getattr(torch, compute.amp_dtype) if compute.amp else None
+
+
+def build_model(model_cfg: DictConfig, num_classes: int) -> nn.Module:
+    return instantiate(model_cfg.net, num_classes=num_classes, _convert_="all")
+
+
+def train(cfg: DictConfig) -> Optional[float]:
+    """Train the configured model; return the best validation accuracy (for sweepers)."""
+    run_dir = Path(cfg.paths.output_dir)
+    checkpoint_dir = run_dir / "checkpoints"
+    seed_everything(cfg.seed)
+    device = select_device(cfg.compute)
+    log.info("run folder: %s", run_dir)
+
+    data = instantiate(cfg.data, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, _convert_="all")
+    data.setup(cfg.model.input_size, list(cfg.model.mean), list(cfg.model.std), report_path=run_dir / "bad_images.csv")
+    classes: List[str] = list(data.classes)
+
+    model = build_model(cfg.model, len(classes))
+    memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+
+    sampler = ResumableSampler(data.train_set, seed=cfg.seed)
+    train_loader = DataLoader(
+        data.train_set,
+        batch_size=cfg.data.batch_size,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.compute.pin_memory,
+        # Workers keep their decoded-image caches from one epoch to the next.
+        persistent_workers=cfg.data.num_workers > 0,
+        # Its own generator: starting an epoch must not draw from the global one, whose
+        # state a mid-epoch checkpoint saves for dropout and the like.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    steps_per_epoch = math.ceil(len(data.train_set) / cfg.data.batch_size)
+
+    optimizer = instantiate(cfg.optimizer, _convert_="all")(
+        param_groups(model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.backbone_lr_scale)
+    )
+    scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs)
+    # A GradScaler only matters for float16 on CUDA; elsewhere it is a no-op.
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.compute.amp and cfg.compute.amp_dtype == "float16")
+
+    state = TrainState()
+    resume_from = ckpt.resume_path(cfg.trainer.resume, checkpoint_dir)
+    if resume_from is not None:
+        state = restore(resume_from, model, optimizer, scheduler, scaler, classes, device)
+
+    def save(path: Path) -> None:
+        ckpt.save_atomic(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "rng": ckpt.rng_state(),
+                "state": asdict(state),
+                "classes": classes,
+                "preprocess": {
+                    "input_size": cfg.model.input_size,
+                    "mean": list(cfg.model.mean),
+                    "std": list(cfg.model.std),
+                },
+                "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+            },
+            path,
+        )
+
+    eval_kwargs = dict(
+        device=device, channels_last=cfg.compute.channels_last, amp_dtype=amp_dtype(cfg.compute),
+        tta_flip=cfg.trainer.tta_flip,
+    )
+    val_loader = eval_loader(data.val_set, cfg) if data.val_set is not None else None
+
+    with GracefulStop() as stop:
+        for epoch in range(state.epoch, cfg.trainer.epochs):
+            sampler.set_epoch(epoch)
+            sampler.set_start(state.step_in_epoch * cfg.data.batch_size)
+            started = time.perf_counter()
+            stats = train_one_epoch(
+                model, train_loader, optimizer, scheduler, scaler, cfg, device, state, stop,
+                EpochProgress(epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress),
+            )
+            if stop.requested:
+                save(checkpoint_dir / ckpt.LAST)
+                log.warning(
+                    "stopped in epoch %d at step %d; checkpoint %s. Rerun the same command "
+                    "(with hydra.run.dir=%s) to continue.",
+                    epoch + 1, state.step_in_epoch, checkpoint_dir / ckpt.LAST, run_dir,
+                )
+                sys.exit(stop.exit_status)
+
+            record = {"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - started}
+            if val_loader is not None:
+                logits, labels = predict(model, val_loader, **eval_kwargs)
+                record["val_loss"] = F.cross_entropy(logits, labels).item()
+                record["val_acc"] = (logits.argmax(1) == labels).float().mean().item()
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+            state.history.append(record)
+            log.info(format_record(record, cfg.trainer.epochs))
+
+            improved = "val_acc" in record and (
+                state.best_val_acc is None or record["val_acc"] > state.best_val_acc
+            )
+            if improved:
+                state.best_val_acc = record["val_acc"]
+            save(checkpoint_dir / ckpt.LAST)
+            if improved:
+                ckpt.copy_atomic(checkpoint_dir / ckpt.LAST, checkpoint_dir / ckpt.BEST)
+
+    # Test with the best checkpoint by validation accuracy (the last one without a split).
+    best = checkpoint_dir / (ckpt.BEST if (checkpoint_dir / ckpt.BEST).is_file() else ckpt.LAST)
+    model.load_state_dict(ckpt.load(best, device)["model"])
+    logits, labels = predict(model, eval_loader(data.test_set, cfg), **eval_kwargs)
+    test_acc = (logits.argmax(1) == labels).float().mean().item()
+    metrics = {"test_acc": test_acc, "best_val_acc": state.best_val_acc, "checkpoint": str(best)}
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    log.info("test accuracy %.4f with %s (%d images)", test_acc, best.name, len(labels))
+    return state.best_val_acc
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    cfg: DictConfig,
+    device: torch.device,
+    state: TrainState,
+    stop: GracefulStop,
+    progress: EpochProgress,
+) -> Dict[str, float]:
+    model.train()
+    memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
+    dtype = amp_dtype(cfg.compute)
+    loss_sum, correct, seen = 0.0, 0, 0
+    started = time.perf_counter()
+    with progress:
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+                logits = model(images)
+                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.trainer.label_smoothing)
+            if not torch.isfinite(loss):
+                raise LettucifyError(
+                    f"loss became {loss.item()} in epoch {state.epoch + 1}; lower optimizer.lr "
+                    f"(now {cfg.optimizer.lr}) or enable trainer.grad_clip_norm"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.trainer.grad_clip_norm is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip_norm)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            state.step_in_epoch += 1
+
+            batch = labels.size(0)
+            loss_sum += loss.item() * batch
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += batch
+            progress.update(loss=loss_sum / seen, images_per_s=seen / (time.perf_counter() - started))
+            if stop.requested:
+                break
+    elapsed = time.perf_counter() - started
+    return {
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
+    }
+
+
+def eval_loader(dataset, cfg: DictConfig) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=cfg.data.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.compute.pin_memory,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+
+def restore(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler,
+    classes: List[str],
+    device: torch.device,
+) -> TrainState:
+    payload = ckpt.load(path, device)
+    if payload["classes"] != classes:
+        raise CheckpointError(
+            f"{path} was trained on classes {payload['classes']}, but the data has {classes}"
+        )
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise CheckpointError(
+            f"{path} does not fit the configured model/optimizer: {str(err).splitlines()[0]}"
+        ) from err
+    scheduler.load_state_dict(payload["scheduler"])
+    scaler.load_state_dict(payload["scaler"])
+    ckpt.set_rng_state(payload["rng"])
+    state = TrainState(**payload["state"])
+    log.info("resuming from %s: %d epochs done, %d steps into the next", path, state.epoch, state.step_in_epoch)
+    return state
+
+
+def format_record(record: Dict[str, float], epochs: int) -> str:
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        if key in record:
+            parts.append(f"{key} {record[key]:.4f}")
+    parts.append(f"lr {record['lr']:.2e}")
+    parts.append(f"{record['images_per_s']:.1f} img/s")
+    parts.append(f"{record['epoch_time_s']:.1f} s")
+    return " | ".join(parts)
