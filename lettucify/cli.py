@@ -21,10 +21,19 @@ log = logging.getLogger("lettucify")
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")
 def main(cfg: DictConfig) -> Optional[float]:
-    """Train, evaluate on test, and return the validation accuracy for sweepers."""
-    from lettucify.train.loop import train
-
+    """Run the task; return its score for sweepers (validation accuracy for training)."""
     try:
+        if cfg.task == "evaluate":
+            from lettucify.evaluate.task import evaluate
+
+            return evaluate(cfg)
+        if cfg.task == "promote":
+            from lettucify.tracking import promote
+
+            promote(cfg.registry.name, cfg.registry.alias, cfg.registry.promote_to, cfg.logger.tracking_uri)
+            return None
+        from lettucify.train.loop import train
+
         return train(cfg)
     except LettucifyError as err:
         log.error("%s", err)

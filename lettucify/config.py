@@ -35,6 +35,8 @@ class EfficientNetLiteNetConf:
     variant: str = "lite0"
     pretrained: bool = True
     freeze_backbone: bool = False
+    # The stem and this many of the first blocks stay as pretrained.
+    frozen_stages: int = 0
     freeze_bn_stats: bool = True
     drop_rate: float = 0.2
     drop_path_rate: float = 0.0
@@ -122,6 +124,10 @@ class ComputeConf:
     amp_dtype: str = "bfloat16"
     channels_last: bool = True
     pin_memory: bool = False
+    # Keep freed host memory for reuse instead of returning it to the OS after each
+    # large tensor (glibc only): about 1.7x faster CPU training steps, at the cost of
+    # holding the peak memory.
+    reuse_host_memory: bool = True
 
 
 # --------------------------------------------------------------------------- optim
@@ -175,18 +181,61 @@ class ProgressMode(str, Enum):
     lines = "lines"
 
 
+class CheckpointChoice(str, Enum):
+    last = "last"
+    best = "best"  # by validation accuracy
+
+
 @dataclass
 class TrainerConf:
     epochs: int = 15
     label_smoothing: float = 0.1
+    # Batch-level MixUp / CutMix (one of the two, at random, per batch); 0 disables.
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     # Clip the global gradient norm; null disables clipping.
     grad_clip_norm: Optional[float] = 1.0
     # "auto": continue from <run dir>/checkpoints/last.pt when it exists;
     # "never": always start afresh; otherwise a path to a checkpoint.
     resume: str = "auto"
     progress: ProgressMode = ProgressMode.auto
+    # Which checkpoint is tested, registered and scored for sweeps. With a validation
+    # split of a few images per class, the "best" epoch is mostly noise.
+    select: CheckpointChoice = CheckpointChoice.last
     # Average the logits of the image and its mirror image at evaluation.
     tta_flip: bool = True
+
+
+# --------------------------------------------------------------------------- tracking
+@dataclass
+class LoggerConf:
+    """Experiment tracking. ``logger=mlflow`` (default) or ``logger=none``."""
+
+    enabled: bool = True
+    # null: a SQLite store at <repo>/outputs/mlflow.db (tracking and registry, no server).
+    tracking_uri: Optional[str] = None
+    experiment_name: str = "lettucify"
+    # null: named after the experiment and the command-line overrides.
+    run_name: Optional[str] = None
+
+
+@dataclass
+class RegistryConf:
+    """Registering the trained model at the end of a successful run."""
+
+    enabled: bool = True
+    name: str = "lettucify-food16"
+    alias: str = "candidate"
+    # task=promote moves this alias to the version that `alias` points at.
+    promote_to: str = "champion"
+    # Register only when the test accuracy reaches this; null: always.
+    min_accuracy: Optional[float] = None
+
+
+class Task(str, Enum):
+    train = "train"
+    evaluate = "evaluate"
+    promote = "promote"
 
 
 @dataclass
@@ -205,6 +254,12 @@ class Config:
     scheduler: Any = MISSING
     trainer: Any = MISSING
     paths: Any = MISSING
+    logger: Any = MISSING
+    registry: RegistryConf = field(default_factory=RegistryConf)
+    task: Task = Task.train
+    # task=evaluate: a checkpoint file, or an MLflow model URI (models:/<name>@<alias>).
+    checkpoint: Optional[str] = None
+    model_uri: Optional[str] = None
     seed: int = 0
 
 
@@ -216,6 +271,7 @@ _SCHEMAS = {
     "scheduler": {"warmup_cosine": WarmupCosineConf, "constant": ConstantLRConf},
     "trainer": {"default": TrainerConf},
     "paths": {"default": PathsConf},
+    "logger": {"mlflow": LoggerConf},
 }
 
 

@@ -224,3 +224,14 @@ def test_imagenet_head_recognises_hot_dogs(hot_dog_photos, variant, resize, size
     assert top5 >= 0.75 * len(batch), summary
     assert top1 >= min_top1, summary
     assert mean_log_p >= min_log_p, summary
+
+
+def test_frozen_stages_freeze_the_stem_and_first_blocks_only():
+    model = EfficientNetLite(3, pretrained=False, frozen_stages=2)
+    timm_model = model.model
+    frozen = [timm_model.conv_stem, timm_model.bn1, *timm_model.blocks[:2]]
+    assert not any(p.requires_grad for m in frozen for p in m.parameters())
+    assert all(p.requires_grad for m in timm_model.blocks[2:] for p in m.parameters())
+    assert all(p.requires_grad for p in model.get_classifier().parameters())
+    with pytest.raises(ValueError, match="frozen_stages"):
+        EfficientNetLite(3, pretrained=False, frozen_stages=99)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ FAST = [
     "trainer.epochs=6",
     "optimizer.lr=3e-3",
     "compute.num_threads=1",
+    "logger=none",
 ]
 
 
@@ -148,3 +150,25 @@ def test_missing_data_root_is_one_line_and_nonzero(tmp_path):
     assert result.returncode == 2
     assert str(tmp_path / "nowhere") in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_task_reproduces_the_training_run_metrics(reference, images, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lettucify", "task=evaluate", *FAST, f"data.root={images}",
+         f"checkpoint={reference / 'checkpoints' / ckpt.LAST}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((reference / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    assert evaluated == trained
+    assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "learning_curves.png").is_file()
+
+
+def test_evaluate_task_needs_a_model(images, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "lettucify", "task=evaluate", *FAST, f"data.root={images}", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2
+    assert "needs exactly one of checkpoint=" in result.stderr and "Traceback" not in result.stderr

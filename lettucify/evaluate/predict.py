@@ -7,7 +7,8 @@ from typing import Tuple
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Dataset
 
 
 @torch.no_grad()
@@ -43,3 +44,15 @@ def predict(
     finally:
         model.train(was_training)
     return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def eval_loader(dataset: Dataset, cfg: DictConfig) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=cfg.data.eval_batch_size,
+        shuffle=False,
+        num_workers=cfg.data.num_workers,
+        pin_memory=cfg.compute.pin_memory,
+        # Its own generator: evaluating must not draw from the global one (see train).
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )

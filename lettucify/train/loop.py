@@ -6,7 +6,6 @@ each epoch is ``train_one_epoch`` followed by validation and a checkpoint.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -24,8 +23,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lettucify.compute import setup_compute
 from lettucify.errors import CheckpointError, LettucifyError
-from lettucify.evaluate.predict import predict
+from lettucify.evaluate.predict import eval_loader, predict
+from lettucify.evaluate.report import write_evaluation
+from lettucify.tracking import dataset_fingerprint, open_tracker
 from lettucify.train import checkpoint as ckpt
 from lettucify.train.progress import EpochProgress
 from lettucify.train.sampler import ResumableSampler
@@ -50,17 +52,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def select_device(compute: DictConfig) -> torch.device:
-    device = torch.device(compute.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise LettucifyError(
-            f"compute.device={compute.device} but no CUDA device is visible; use compute=local_cpu"
-        )
-    if compute.num_threads:
-        torch.set_num_threads(compute.num_threads)
-    return device
-
-
 def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_scale: float) -> List[Dict]:
     """The head at ``lr``, the rest at ``lr * backbone_lr_scale``; no weight decay on
     biases and normalisation parameters (1-d tensors)."""
@@ -80,6 +71,23 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, backbone_lr_s
     ]
 
 
+def batch_mixer(trainer: DictConfig, num_classes: int):
+    """MixUp and/or CutMix on whole batches (torchvision's), or None when both are off."""
+    from torchvision.transforms import v2
+
+    mixers = []
+    if trainer.mixup_alpha > 0:
+        mixers.append(v2.MixUp(alpha=trainer.mixup_alpha, num_classes=num_classes))
+    if trainer.cutmix_alpha > 0:
+        mixers.append(v2.CutMix(alpha=trainer.cutmix_alpha, num_classes=num_classes))
+    return v2.RandomChoice(mixers) if mixers else None
+
+
+def preprocess(cfg: DictConfig) -> Dict[str, Any]:
+    """The model's preprocessing contract, saved with every checkpoint and registered model."""
+    return {"input_size": cfg.model.input_size, "mean": list(cfg.model.mean), "std": list(cfg.model.std)}
+
+
 def amp_dtype(compute: DictConfig) -> Optional[torch.dtype]:
     return getattr(torch, compute.amp_dtype) if compute.amp else None
 
@@ -93,115 +101,121 @@ def train(cfg: DictConfig) -> Optional[float]:
     run_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
     seed_everything(cfg.seed)
-    device = select_device(cfg.compute)
+    device = setup_compute(cfg.compute)
     log.info("run folder: %s", run_dir)
 
-    data = instantiate(cfg.data, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, _convert_="all")
-    data.setup(cfg.model.input_size, list(cfg.model.mean), list(cfg.model.std), report_path=run_dir / "bad_images.csv")
-    classes: List[str] = list(data.classes)
+    with open_tracker(cfg.logger, cfg, run_dir) as tracker:
+        data = instantiate(cfg.data, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, _convert_="all")
+        data.setup(cfg.model.input_size, list(cfg.model.mean), list(cfg.model.std), report_path=run_dir / "bad_images.csv")
+        classes: List[str] = list(data.classes)
+        all_samples = [*data.train_set.samples, *(data.val_set.samples if data.val_set else []), *data.test_set.samples]
+        tracker.set_tags({"dataset_fingerprint": dataset_fingerprint(data.root, all_samples)})
 
-    model = build_model(cfg.model, len(classes))
-    memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
+        model = build_model(cfg.model, len(classes))
+        memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
+        model.to(device, memory_format=memory_format)
 
-    sampler = ResumableSampler(data.train_set, seed=cfg.seed)
-    train_loader = DataLoader(
-        data.train_set,
-        batch_size=cfg.data.batch_size,
-        sampler=sampler,
-        num_workers=cfg.data.num_workers,
-        pin_memory=cfg.compute.pin_memory,
-        # Workers keep their decoded-image caches from one epoch to the next.
-        persistent_workers=cfg.data.num_workers > 0,
-        # Its own generator: starting an epoch must not draw from the global one, whose
-        # state a mid-epoch checkpoint saves for dropout and the like.
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    steps_per_epoch = math.ceil(len(data.train_set) / cfg.data.batch_size)
-
-    optimizer = instantiate(cfg.optimizer, _convert_="all")(
-        param_groups(model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.backbone_lr_scale)
-    )
-    scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs)
-    # A GradScaler only matters for float16 on CUDA; elsewhere it is a no-op.
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.compute.amp and cfg.compute.amp_dtype == "float16")
-
-    state = TrainState()
-    resume_from = ckpt.resume_path(cfg.trainer.resume, checkpoint_dir)
-    if resume_from is not None:
-        state = restore(resume_from, model, optimizer, scheduler, scaler, classes, device)
-
-    def save(path: Path) -> None:
-        ckpt.save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "rng": ckpt.rng_state(),
-                "state": asdict(state),
-                "classes": classes,
-                "preprocess": {
-                    "input_size": cfg.model.input_size,
-                    "mean": list(cfg.model.mean),
-                    "std": list(cfg.model.std),
-                },
-                "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-            },
-            path,
+        sampler = ResumableSampler(data.train_set, seed=cfg.seed)
+        train_loader = DataLoader(
+            data.train_set,
+            batch_size=cfg.data.batch_size,
+            sampler=sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=cfg.compute.pin_memory,
+            # Workers keep their decoded-image caches from one epoch to the next.
+            persistent_workers=cfg.data.num_workers > 0,
+            # Its own generator: starting an epoch must not draw from the global one, whose
+            # state a mid-epoch checkpoint saves for dropout and the like.
+            generator=torch.Generator().manual_seed(cfg.seed),
         )
+        steps_per_epoch = math.ceil(len(data.train_set) / cfg.data.batch_size)
 
-    eval_kwargs = dict(
-        device=device, channels_last=cfg.compute.channels_last, amp_dtype=amp_dtype(cfg.compute),
-        tta_flip=cfg.trainer.tta_flip,
-    )
-    val_loader = eval_loader(data.val_set, cfg) if data.val_set is not None else None
+        optimizer = instantiate(cfg.optimizer, _convert_="all")(
+            param_groups(model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.backbone_lr_scale)
+        )
+        scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs)
+        # A GradScaler only matters for float16 on CUDA; elsewhere it is a no-op.
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.compute.amp and cfg.compute.amp_dtype == "float16")
 
-    with GracefulStop() as stop:
-        for epoch in range(state.epoch, cfg.trainer.epochs):
-            sampler.set_epoch(epoch)
-            sampler.set_start(state.step_in_epoch * cfg.data.batch_size)
-            started = time.perf_counter()
-            stats = train_one_epoch(
-                model, train_loader, optimizer, scheduler, scaler, cfg, device, state, stop,
-                EpochProgress(epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress),
+        state = TrainState()
+        resume_from = ckpt.resume_path(cfg.trainer.resume, checkpoint_dir)
+        if resume_from is not None:
+            state = restore(resume_from, model, optimizer, scheduler, scaler, classes, device)
+
+        def save(path: Path) -> None:
+            ckpt.save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "rng": ckpt.rng_state(),
+                    "state": asdict(state),
+                    "classes": classes,
+                    "preprocess": preprocess(cfg),
+                    "config": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+                },
+                path,
             )
-            if stop.requested:
-                save(checkpoint_dir / ckpt.LAST)
-                log.warning(
-                    "stopped in epoch %d at step %d; checkpoint %s. Rerun the same command "
-                    "(with hydra.run.dir=%s) to continue.",
-                    epoch + 1, state.step_in_epoch, checkpoint_dir / ckpt.LAST, run_dir,
+
+        eval_kwargs = dict(
+            device=device, channels_last=cfg.compute.channels_last, amp_dtype=amp_dtype(cfg.compute),
+            tta_flip=cfg.trainer.tta_flip,
+        )
+        val_loader = eval_loader(data.val_set, cfg) if data.val_set is not None else None
+
+        with GracefulStop() as stop:
+            for epoch in range(state.epoch, cfg.trainer.epochs):
+                sampler.set_epoch(epoch)
+                sampler.set_start(state.step_in_epoch * cfg.data.batch_size)
+                started = time.perf_counter()
+                stats = train_one_epoch(
+                    model, train_loader, optimizer, scheduler, scaler, cfg, device, state, stop,
+                    EpochProgress(epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress),
                 )
-                sys.exit(stop.exit_status)
+                if stop.requested:
+                    save(checkpoint_dir / ckpt.LAST)
+                    log.warning(
+                        "stopped in epoch %d at step %d; checkpoint %s. Rerun the same command "
+                        "(with hydra.run.dir=%s) to continue.",
+                        epoch + 1, state.step_in_epoch, checkpoint_dir / ckpt.LAST, run_dir,
+                    )
+                    sys.exit(stop.exit_status)
 
-            record = {"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - started}
-            if val_loader is not None:
-                logits, labels = predict(model, val_loader, **eval_kwargs)
-                record["val_loss"] = F.cross_entropy(logits, labels).item()
-                record["val_acc"] = (logits.argmax(1) == labels).float().mean().item()
-            state.epoch, state.step_in_epoch = epoch + 1, 0
-            state.history.append(record)
-            log.info(format_record(record, cfg.trainer.epochs))
+                record = {"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - started}
+                if val_loader is not None:
+                    logits, labels = predict(model, val_loader, **eval_kwargs)
+                    record["val_loss"] = F.cross_entropy(logits, labels).item()
+                    record["val_acc"] = (logits.argmax(1) == labels).float().mean().item()
+                state.epoch, state.step_in_epoch = epoch + 1, 0
+                state.history.append(record)
+                log.info(format_record(record, cfg.trainer.epochs))
+                tracker.log_epoch(record, step=record["epoch"])
 
-            improved = "val_acc" in record and (
-                state.best_val_acc is None or record["val_acc"] > state.best_val_acc
-            )
-            if improved:
-                state.best_val_acc = record["val_acc"]
-            save(checkpoint_dir / ckpt.LAST)
-            if improved:
-                ckpt.copy_atomic(checkpoint_dir / ckpt.LAST, checkpoint_dir / ckpt.BEST)
+                improved = "val_acc" in record and (
+                    state.best_val_acc is None or record["val_acc"] > state.best_val_acc
+                )
+                if improved:
+                    state.best_val_acc = record["val_acc"]
+                save(checkpoint_dir / ckpt.LAST)
+                if improved:
+                    ckpt.copy_atomic(checkpoint_dir / ckpt.LAST, checkpoint_dir / ckpt.BEST)
 
-    # Test with the best checkpoint by validation accuracy (the last one without a split).
-    best = checkpoint_dir / (ckpt.BEST if (checkpoint_dir / ckpt.BEST).is_file() else ckpt.LAST)
-    model.load_state_dict(ckpt.load(best, device)["model"])
-    logits, labels = predict(model, eval_loader(data.test_set, cfg), **eval_kwargs)
-    test_acc = (logits.argmax(1) == labels).float().mean().item()
-    metrics = {"test_acc": test_acc, "best_val_acc": state.best_val_acc, "checkpoint": str(best)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    log.info("test accuracy %.4f with %s (%d images)", test_acc, best.name, len(labels))
-    return state.best_val_acc
+        use_best = cfg.trainer.select == "best" and (checkpoint_dir / ckpt.BEST).is_file()
+        chosen = checkpoint_dir / (ckpt.BEST if use_best else ckpt.LAST)
+        model.load_state_dict(ckpt.load(chosen, device)["model"])
+        logits, labels = predict(model, eval_loader(data.test_set, cfg), **eval_kwargs)
+        metrics = write_evaluation(logits, labels, classes, data.test_set.samples, run_dir, history=state.history)
+        log.info(
+            "test top-1 %.4f, top-5 %.4f, macro-F1 %.4f, macro AUC %.4f with %s (%d images); report in %s",
+            metrics["top1"], metrics["top5"], metrics["macro_f1"], metrics["macro_auc"] or float("nan"),
+            chosen.name, len(labels), run_dir,
+        )
+        tracker.log_metrics(metrics)
+        tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]])
+        example = torch.stack([data.test_set[i][0] for i in range(min(2, len(data.test_set)))])
+        tracker.register_model(model, classes, preprocess(cfg), example, cfg.registry, metrics["top1"])
+        return state.best_val_acc if chosen.name == ckpt.BEST else state.history[-1].get("val_acc")
 
 
 def train_one_epoch(
@@ -219,15 +233,18 @@ def train_one_epoch(
     model.train()
     memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
     dtype = amp_dtype(cfg.compute)
+    mix = batch_mixer(cfg.trainer, model.num_classes)
     loss_sum, correct, seen = 0.0, 0, 0
     started = time.perf_counter()
     with progress:
         for images, labels in loader:
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
+            # Mixed batches train on soft targets; accuracy is still against the labels.
+            images, targets = mix(images, labels) if mix is not None else (images, labels)
             with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 logits = model(images)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.trainer.label_smoothing)
+                loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.trainer.label_smoothing)
             if not torch.isfinite(loss):
                 raise LettucifyError(
                     f"loss became {loss.item()} in epoch {state.epoch + 1}; lower optimizer.lr "
@@ -257,17 +274,6 @@ def train_one_epoch(
         "lr": optimizer.param_groups[0]["lr"],
         "images_per_s": seen / elapsed if elapsed > 0 else 0.0,
     }
-
-
-def eval_loader(dataset, cfg: DictConfig) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=cfg.data.eval_batch_size,
-        shuffle=False,
-        num_workers=cfg.data.num_workers,
-        pin_memory=cfg.compute.pin_memory,
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
 
 
 def restore(

@@ -23,7 +23,7 @@ class EpochProgress:
 
     def update(self, *, loss: float, images_per_s: float) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_s:.1f}", refresh=False)
+            self._bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{images_per_s:.1f}")
             self._bar.update(1)
 
     def __exit__(self, *exc_info: object) -> None:

@@ -1,0 +1,278 @@
+"""The MLflow model registry: register a trained model, promote it, load it back.
+
+A registered version is a ``torch.export`` program (MLflow's ``pt2`` format: no
+pickled Python objects, loadable without Lettucify's code) with a dynamic batch
+dimension, plus ``extra_files/classes.json`` and ``extra_files/preprocess.json`` so
+that a server can use it without the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+from lettucify.errors import LettucifyError
+from lettucify.tracking.run import resolve_tracking_uri
+
+log = logging.getLogger(__name__)
+
+CLASSES_FILE = "classes.json"
+PREPROCESS_FILE = "preprocess.json"
+# What serving the exported program needs; pinned to what trained it.
+REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "pillow")
+# Run tags copied onto the model version.
+_PROVENANCE_TAGS = ("git_commit", "git_dirty", "dataset_fingerprint")
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+
+
+class ExportedModel(nn.Module):
+    """A loaded ``torch.export`` program as an ordinary module.
+
+    The program was traced in eval mode and stays so: ``train()``/``eval()`` only set the
+    flag (calling them on the bare exported module raises ``NotImplementedError``), so
+    code that toggles modes, such as ``lettucify.evaluate.predict``, can use it.
+    """
+
+    def __init__(self, program: nn.Module, classes: Sequence[str], preprocess: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.program = program
+        self.classes = list(classes)
+        self.preprocess = dict(preprocess)
+        self.num_classes = len(self.classes)
+        self.training = False
+
+    def train(self, mode: bool = True) -> "ExportedModel":
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.program(x)
+
+
+def pip_requirements() -> List[str]:
+    """``torch==2.14.1`` etc. (local version labels such as ``+cu130`` dropped)."""
+    pinned = []
+    for dist in REQUIREMENTS:
+        try:
+            pinned.append(f"{dist}=={metadata.version(dist).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            pass
+    return pinned
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        model = model.module
+    return model
+
+
+def _cfg(registry_cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(registry_cfg, Mapping):
+        return registry_cfg.get(key, default)
+    return getattr(registry_cfg, key, default)
+
+
+def _client(tracking_uri: Optional[str]) -> Any:
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
+
+
+def register_model(
+    model: nn.Module,
+    classes: Sequence[str],
+    preprocess: Mapping[str, Any],
+    example_input: torch.Tensor,
+    registry_cfg: Any,
+    test_acc: Optional[float] = None,
+    *,
+    run_id: Optional[str] = None,
+) -> Any:
+    """Log ``model`` to the active MLflow run and register it as a new version of
+    ``registry.name`` with the alias ``registry.alias``; return the ``ModelVersion``.
+
+    Returns None (and logs why) when ``registry.enabled`` is false, or when
+    ``registry.min_accuracy`` is set and ``test_acc`` is below it (or unknown).
+    ``example_input`` is a batch of preprocessed images (one or more); the model is
+    exported on the CPU in eval mode (a copy: ``model`` itself is left as it is).
+    """
+    if registry_cfg is None or not _cfg(registry_cfg, "enabled", True):
+        log.info("model registry: not registering (registry.enabled=false)")
+        return None
+    name = _cfg(registry_cfg, "name")
+    alias = _cfg(registry_cfg, "alias") or "candidate"
+    min_accuracy = _cfg(registry_cfg, "min_accuracy")
+    if min_accuracy is not None and (test_acc is None or test_acc < min_accuracy):
+        log.info(
+            "model registry: not registering %s: test accuracy %s is below registry.min_accuracy=%s",
+            name, "unknown" if test_acc is None else f"{test_acc:.4f}", min_accuracy,
+        )
+        return None
+
+    import mlflow
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    active = mlflow.active_run()
+    if active is None or (run_id is not None and active.info.run_id != run_id):
+        raise RuntimeError("register_model: the training run must be the active MLflow run (open_tracker)")
+    run_id = active.info.run_id
+    classes = [str(c) for c in classes]
+    preprocess = _plain(preprocess)
+
+    net = copy.deepcopy(_unwrap(model)).to("cpu", memory_format=torch.contiguous_format).eval()
+    example = example_input.detach().to("cpu", torch.float32)
+    if example.ndim == 3:
+        example = example.unsqueeze(0)
+    # torch.export makes a size-1 dimension static: trace with a batch of two.
+    example = example[:2].expand(2, *example.shape[1:]).contiguous() if example.shape[0] == 1 else example[:2].contiguous()
+    with torch.no_grad():
+        logits = net(example)
+    if logits.ndim != 2 or logits.shape[1] != len(classes):
+        raise ValueError(f"the model gives logits of shape {tuple(logits.shape)} for {len(classes)} classes")
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), "image")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)), "logits")]),
+    )
+
+    with tempfile.TemporaryDirectory(prefix="lettucify-model-") as tmp:
+        side_files = [Path(tmp) / CLASSES_FILE, Path(tmp) / PREPROCESS_FILE]
+        side_files[0].write_text(json.dumps(classes, indent=2) + "\n")
+        side_files[1].write_text(json.dumps(preprocess, indent=2) + "\n")
+        info = mlflow.pytorch.log_model(
+            net,
+            name="model",
+            serialization_format="pt2",
+            signature=signature,
+            input_example=example,
+            pip_requirements=pip_requirements(),
+            extra_files=[str(p) for p in side_files],
+            metadata={"classes": classes, "preprocess": preprocess},
+            registered_model_name=name,
+        )
+    version = str(info.registered_model_version)
+
+    client = mlflow.MlflowClient()
+    run_tags = client.get_run(run_id).data.tags
+    tags = {"run_id": run_id, **{k: run_tags[k] for k in _PROVENANCE_TAGS if k in run_tags}}
+    if test_acc is not None:
+        tags["test_acc"] = repr(float(test_acc))
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    client.set_registered_model_alias(name, alias, version)
+    log.info("model registry: registered %s version %s as @%s", name, version, alias)
+    return client.get_model_version(name, version)
+
+
+def promote(
+    name: str,
+    from_alias: str = "candidate",
+    to_alias: str = "champion",
+    tracking_uri: Optional[str] = None,
+) -> Any:
+    """Point ``to_alias`` at the version ``from_alias`` points at; return that ``ModelVersion``.
+
+    Tags the version with where it came from: ``promoted_from`` (the alias),
+    ``promoted_run_id``, ``promoted_at`` (UTC), ``replaced_version`` (the version
+    ``to_alias`` pointed at before, if any) and the run's ``test_*`` metrics (one tag
+    each, e.g. ``test_top1``). ``from_alias`` stays where it is.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(tracking_uri)
+    try:
+        version = client.get_model_version_by_alias(name, from_alias)
+    except MlflowException as err:
+        raise LettucifyError(f"no registered model version {name}@{from_alias} to promote") from err
+    try:
+        previous = client.get_model_version_by_alias(name, to_alias).version
+    except MlflowException:
+        previous = None
+
+    tags: Dict[str, str] = {
+        "promoted_from": from_alias,
+        "promoted_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if previous is not None and str(previous) != str(version.version):
+        tags["replaced_version"] = str(previous)
+    if version.run_id:
+        tags["promoted_run_id"] = version.run_id
+        metrics = client.get_run(version.run_id).data.metrics
+        tags.update({key: repr(value) for key, value in sorted(metrics.items()) if key.startswith("test_")})
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, to_alias, version.version)
+    log.info("model registry: %s version %s is now @%s (was @%s)", name, version.version, to_alias, from_alias)
+    return client.get_model_version(name, version.version)
+
+
+@contextmanager
+def _pickle_disallowed() -> Iterator[None]:
+    variable = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+    saved = os.environ.get(variable)
+    os.environ[variable] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(variable, None)
+        else:
+            os.environ[variable] = saved
+
+
+def load_registered(
+    model_uri: str, tracking_uri: Optional[str] = None
+) -> Tuple[ExportedModel, List[str], Dict[str, Any]]:
+    """``(model, classes, preprocess)`` for ``models:/<name>@<alias>`` or
+    ``models:/<name>/<version>`` (or any MLflow model URI or folder).
+
+    Only ``pt2`` models load: the archive is checked to be pickle-free whatever
+    ``$MLFLOW_ALLOW_PICKLE_DESERIALIZATION`` says. The model runs on the CPU.
+    """
+    import mlflow
+    import mlflow.pytorch
+
+    uri = resolve_tracking_uri(tracking_uri)
+    match = _MODELS_URI.match(model_uri)
+    source = model_uri
+    if match:
+        # Resolved here with an explicit client, not through MLflow's process-wide registry URI.
+        client = _client(tracking_uri)
+        version = match["version"] or client.get_model_version_by_alias(match["name"], match["alias"]).version
+        source = client.get_model_version_download_uri(match["name"], version)
+    with tempfile.TemporaryDirectory(prefix="lettucify-model-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri))
+        if not (local / "data" / "model.pt2").is_file():
+            raise ValueError(f"{model_uri} is not a pt2 (torch.export) model; refusing to unpickle it")
+        with _pickle_disallowed():
+            program = mlflow.pytorch.load_model(str(local))
+        classes = json.loads((local / "extra_files" / CLASSES_FILE).read_text())
+        preprocess = json.loads((local / "extra_files" / PREPROCESS_FILE).read_text())
+    return ExportedModel(program, classes, preprocess), classes, preprocess

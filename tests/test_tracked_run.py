@@ -1,0 +1,167 @@
+"""A training run with MLflow tracking end to end: the store, the registry, evaluation-only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import make_image_folder
+
+SECRET = "s3cr3t-t0ken-do-not-log-4f1c9a"
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """One tracked run on generated images: (run folder, tracking URI, images)."""
+    base = tmp_path_factory.mktemp("tracked")
+    images = make_image_folder(base / "images", classes=("apple", "cheese", "lettuce"), per_class_train=12, per_class_test=5)
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    run_dir = base / "run"
+    result = cli(
+        run_dir, images, uri,
+        # A credential handed in through the environment, as a user might for a server.
+        "+logger.api_token=${oc.env:LETTUCIFY_TEST_TOKEN}",
+        env_token=SECRET,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir, uri, images, result
+
+
+def cli(run_dir: Path, images: Path, uri: str, *extra: str, env_token: str | None = None):
+    import os
+
+    env = {**os.environ, "LETTUCIFY_TEST_TOKEN": env_token or "unused"}
+    return subprocess.run(
+        [sys.executable, "-m", "lettucify", "model=cnn16", "model.input_size=32", "data=imagefolder",
+         f"data.root={images}", "data.batch_size=8", "trainer.epochs=3", "compute.num_threads=1",
+         f"logger.tracking_uri={uri}", "registry.name=fridge-test", f"hydra.run.dir={run_dir}", *extra],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+
+
+def client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def only_run(uri: str, status: str | None = None):
+    runs = client(uri).search_runs(
+        [e.experiment_id for e in client(uri).search_experiments()], order_by=["attributes.start_time DESC"]
+    )
+    return [r for r in runs if status is None or r.info.status == status]
+
+
+EVALUATION_FILES = [
+    "metrics.json", "per_class.csv", "per_class.md", "confusion_matrix.png", "roc_curves.png",
+    "pr_curves.png", "learning_curves.png", "confident_mistakes.png",
+]
+
+
+def test_run_folder_has_every_evaluation_file(tracked):
+    from PIL import Image
+
+    run_dir = tracked[0]
+    for name in [*EVALUATION_FILES, "bad_images.csv"]:
+        assert (run_dir / name).is_file(), name
+    for name in EVALUATION_FILES:
+        if name.endswith(".png"):
+            with Image.open(run_dir / name) as image:
+                assert image.width >= 600 and image.height >= 300, name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"top1", "top5", "macro_f1", "macro_auc", "log_loss", "per_class"} <= metrics.keys()
+    assert [row["class"] for row in metrics["per_class"]] == ["apple", "cheese", "lettuce"]
+
+
+def test_mlflow_holds_params_metrics_artifacts_and_tags(tracked):
+    run_dir, uri, _, _ = tracked
+    (run,) = only_run(uri)
+    assert run.info.status == "FINISHED"
+    params, tags = run.data.params, run.data.tags
+    assert params["optimizer.lr"] == "0.001" and params["model.net._target_"].endswith("CNN16")
+    history = client(uri).get_metric_history(run.info.run_id, "train_loss")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert run.data.metrics["test_top1"] == pytest.approx(json.loads((run_dir / "metrics.json").read_text())["top1"])
+    for key in ("git_commit", "dataset_fingerprint", "host", "device"):
+        assert tags.get(key), key
+    artifacts = {a.path for a in client(uri).list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "bad_images.csv", *EVALUATION_FILES} <= artifacts
+
+
+def test_secret_from_the_environment_is_never_recorded(tracked):
+    run_dir, uri, _, result = tracked
+    (run,) = only_run(uri)
+    assert params_and_tags_text(run).count(SECRET) == 0
+    assert run.data.params["logger.api_token"] == "***"
+    local = Path(client(uri).download_artifacts(run.info.run_id, "", str(run_dir.parent / "artifacts")))
+    for path in local.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+    assert SECRET not in result.stderr
+    assert SECRET not in (run_dir / "lettucify.log").read_text()
+
+
+def params_and_tags_text(run) -> str:
+    return json.dumps([run.data.params, run.data.tags, run.info.run_name])
+
+
+def test_registered_model_predicts_like_the_checkpoint(tracked):
+    from lettucify.evaluate.task import load_checkpoint_model
+    from lettucify.tracking import load_registered
+
+    run_dir, uri, _, _ = tracked
+    registered, classes, preprocess = load_registered("models:/fridge-test@candidate", tracking_uri=uri)
+    eager, eager_classes, eager_preprocess, _ = load_checkpoint_model(run_dir / "checkpoints" / "last.pt")
+    assert classes == eager_classes and preprocess == eager_preprocess
+    images = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(registered(images), eager.eval()(images), rtol=1e-5, atol=1e-5)
+
+
+def test_evaluation_only_on_the_registered_version_reproduces_the_metrics(tracked, tmp_path):
+    run_dir, uri, images, _ = tracked
+    result = subprocess.run(
+        [sys.executable, "-m", "lettucify", "task=evaluate", "model_uri=models:/fridge-test/1",
+         "data=imagefolder", f"data.root={images}", "compute.num_threads=1", f"logger.tracking_uri={uri}",
+         f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trained = json.loads((run_dir / "metrics.json").read_text())
+    evaluated = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("top1", "top5", "macro_f1", "macro_auc", "log_loss"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-5), key
+
+
+def test_a_crash_inside_training_marks_the_run_failed(tmp_path):
+    images = make_image_folder(tmp_path / "images", classes=("a", "b"), per_class_train=4, per_class_test=2)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # A learning rate this large makes the loss non-finite in the first steps.
+    result = cli(tmp_path / "run", images, uri, "optimizer.lr=1e30", "trainer.grad_clip_norm=null")
+    assert result.returncode == 2
+    assert "loss became" in result.stderr and "Traceback" not in result.stderr
+    (run,) = only_run(uri)
+    assert run.info.status == "FAILED"
+    assert "loss became" in run.data.tags["error"]
+
+
+def test_promote_task_moves_the_alias(tracked, tmp_path):
+    _, uri, _, _ = tracked
+    command = [sys.executable, "-m", "lettucify", "task=promote", "registry.name=fridge-test",
+               f"logger.tracking_uri={uri}", f"hydra.run.dir={tmp_path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    version = client(uri).get_model_version_by_alias("fridge-test", "champion")
+    assert version.version == client(uri).get_model_version_by_alias("fridge-test", "candidate").version
+    assert version.tags["promoted_from"] == "candidate" and "test_top1" in version.tags
+
+    missing = subprocess.run(command[:-2] + ["registry.name=nothing-here", f"hydra.run.dir={tmp_path}/2"],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2
+    assert "no registered model version nothing-here@candidate" in missing.stderr
+    assert "Traceback" not in missing.stderr
