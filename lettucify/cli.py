@@ -7,7 +7,9 @@ once; the task imports what it needs when it runs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Optional
 
 import hydra
@@ -17,6 +19,11 @@ from lettucify.config import REPO_ROOT  # importing it registers the schema
 from lettucify.errors import LettucifyError
 
 log = logging.getLogger("lettucify")
+
+
+def in_worker() -> bool:
+    """Whether a launcher (torchrun, a cluster) already started this process as a rank."""
+    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")
@@ -32,6 +39,13 @@ def main(cfg: DictConfig) -> Optional[float]:
 
             promote(cfg.registry.name, cfg.registry.alias, cfg.registry.promote_to, cfg.logger.tracking_uri)
             return None
+        if cfg.compute.launcher == "torchrun" and not in_worker():
+            from lettucify.distributed import launch_torchrun
+
+            status, score = launch_torchrun(cfg, Path(cfg.paths.output_dir))
+            if status != 0:
+                sys.exit(status)
+            return score
         from lettucify.train.loop import train
 
         return train(cfg)

@@ -114,11 +114,17 @@ class DataConf:
 
 
 # --------------------------------------------------------------------------- compute
+class Launcher(str, Enum):
+    none = "none"  # train in this process (or in each process a scheduler started)
+    torchrun = "torchrun"  # start the workers with PyTorch's elastic launcher
+
+
 @dataclass
 class ComputeConf:
-    # "cpu", "cuda" or "cuda:N".
+    launcher: Launcher = Launcher.none
+    # "cpu", "cuda" or "cuda:N" (with several processes each takes cuda:LOCAL_RANK).
     device: str = "cpu"
-    # torch.set_num_threads; null keeps PyTorch's default (one per core).
+    # torch.set_num_threads per process; null keeps PyTorch's default.
     num_threads: Optional[int] = None
     amp: bool = False
     amp_dtype: str = "bfloat16"
@@ -128,6 +134,25 @@ class ComputeConf:
     # large tensor (glibc only): about 1.7x faster CPU training steps, at the cost of
     # holding the peak memory.
     reuse_host_memory: bool = True
+    # With several processes: null picks nccl on CUDA and gloo on CPU. The timeout
+    # bounds every collective, so a dead rank fails the others instead of hanging them.
+    backend: Optional[str] = None
+    collective_timeout_s: float = 300.0
+
+
+@dataclass
+class TorchrunConf(ComputeConf):
+    launcher: Launcher = Launcher.torchrun
+    nproc_per_node: int = 2
+    nnodes: int = 1
+    node_rank: int = 0
+    # Multi-node rendezvous: the host:port of node 0 (all nodes give the same). With
+    # one node and no endpoint, torchrun's --standalone picks a free port.
+    rdzv_endpoint: Optional[str] = None
+    rdzv_backend: str = "c10d"
+    # Restart the whole group this many times when a worker fails; training resumes
+    # from the last checkpoint.
+    max_restarts: int = 0
 
 
 # --------------------------------------------------------------------------- optim
@@ -266,7 +291,7 @@ class Config:
 _SCHEMAS = {
     "model": {"cnn16": CNN16Conf, "efficientnet_lite": EfficientNetLiteConf},
     "data": {"imagefolder": DataConf},
-    "compute": {"local": ComputeConf},
+    "compute": {"local": ComputeConf, "torchrun": TorchrunConf},
     "optimizer": {"adamw": AdamWConf, "sgd": SGDConf},
     "scheduler": {"warmup_cosine": WarmupCosineConf, "constant": ConstantLRConf},
     "trainer": {"default": TrainerConf},

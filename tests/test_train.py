@@ -172,3 +172,10 @@ def test_evaluate_task_needs_a_model(images, tmp_path):
     )
     assert result.returncode == 2
     assert "needs exactly one of checkpoint=" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_mixed_precision_path_trains_on_cpu(images, tmp_path):
+    # The GPU's autocast path, exercised with bfloat16 on the CPU.
+    run(tmp_path, images, "compute.amp=true", "compute.amp_dtype=bfloat16", "trainer.epochs=3")
+    history = ckpt.load(tmp_path / "checkpoints" / ckpt.LAST)["state"]["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -6,9 +6,11 @@ from contextlib import nullcontext
 from typing import Tuple
 
 import torch
-from torch import nn
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lettucify import distributed
 
 
 @torch.no_grad()
@@ -56,3 +58,22 @@ def eval_loader(dataset: Dataset, cfg: DictConfig) -> DataLoader:
         # Its own generator: evaluating must not draw from the global one (see train).
         generator=torch.Generator().manual_seed(cfg.seed),
     )
+
+
+def predict_sharded(
+    model: nn.Module, dataset: Dataset, cfg: DictConfig, **kwargs
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``predict`` over the whole dataset, each rank taking every world-size-th image.
+
+    Every image is counted exactly once, in dataset order, on every rank: unlike
+    DistributedSampler, nothing is padded in to even out the shards.
+    """
+    rank, world = distributed.rank(), distributed.world_size()
+    indices = list(range(rank, len(dataset), world))
+    logits, labels = predict(model, eval_loader(Subset(dataset, indices), cfg), **kwargs)
+    shards = distributed.gather_objects((indices, logits, labels))
+    order = torch.tensor([i for shard_indices, _, _ in shards for i in shard_indices])
+    all_logits = torch.cat([shard_logits for _, shard_logits, _ in shards])
+    all_labels = torch.cat([shard_labels for _, _, shard_labels in shards])
+    position = torch.argsort(order)
+    return all_logits[position], all_labels[position]

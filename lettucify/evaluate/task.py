@@ -19,7 +19,7 @@ from torch import nn
 
 from lettucify.compute import setup_compute
 from lettucify.errors import LettucifyError
-from lettucify.evaluate.predict import eval_loader, predict
+from lettucify.evaluate.predict import predict_sharded
 from lettucify.evaluate.report import write_evaluation
 from lettucify.train import checkpoint as ckpt
 from lettucify.train.loop import amp_dtype, build_model
@@ -59,8 +59,8 @@ def evaluate(cfg: DictConfig) -> float:
     if list(data.classes) != list(classes):
         raise LettucifyError(f"the model knows classes {classes}, but {data.root} has {data.classes}")
 
-    logits, labels = predict(
-        model.to(device), eval_loader(data.test_set, cfg), device,
+    logits, labels = predict_sharded(
+        model.to(device), data.test_set, cfg, device=device,
         channels_last=cfg.compute.channels_last, amp_dtype=amp_dtype(cfg.compute), tta_flip=cfg.trainer.tta_flip,
     )
     metrics = write_evaluation(logits, labels, classes, data.test_set.samples, run_dir, history=history)

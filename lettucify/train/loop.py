@@ -7,8 +7,8 @@ each epoch is ``train_one_epoch`` followed by validation and a checkpoint.
 from __future__ import annotations
 
 import logging
-import math
 import random
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,11 +23,12 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lettucify import distributed
 from lettucify.compute import setup_compute
 from lettucify.errors import CheckpointError, LettucifyError
-from lettucify.evaluate.predict import eval_loader, predict
+from lettucify.evaluate.predict import predict_sharded
 from lettucify.evaluate.report import write_evaluation
-from lettucify.tracking import dataset_fingerprint, open_tracker
+from lettucify.tracking import NullTracker, dataset_fingerprint, open_tracker
 from lettucify.train import checkpoint as ckpt
 from lettucify.train.progress import EpochProgress
 from lettucify.train.sampler import ResumableSampler
@@ -97,16 +98,37 @@ def build_model(model_cfg: DictConfig, num_classes: int) -> nn.Module:
 
 
 def train(cfg: DictConfig) -> Optional[float]:
-    """Train the configured model; return the best validation accuracy (for sweepers)."""
+    """Train the configured model; return its validation accuracy (for sweepers).
+
+    Runs alike in one process or as one rank of several (torchrun or a cluster):
+    ``data.batch_size`` is the global batch, and only rank 0 writes files or talks
+    to MLflow.
+    """
     run_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
-    seed_everything(cfg.seed)
-    device = setup_compute(cfg.compute)
-    log.info("run folder: %s", run_dir)
+    device = distributed.init(setup_compute(cfg.compute), cfg.compute.backend, cfg.compute.collective_timeout_s)
+    main_process = distributed.is_main()
+    world = distributed.world_size()
+    # Ranks differ in dropout and the like; the model starts from rank 0's weights (DDP).
+    seed_everything(cfg.seed + distributed.rank())
+    if cfg.data.batch_size % world:
+        raise LettucifyError(
+            f"data.batch_size={cfg.data.batch_size} is the global batch and must divide by the {world} processes"
+        )
+    batch_size = cfg.data.batch_size // world
+    if main_process:
+        log.info("run folder: %s", run_dir)
 
-    with open_tracker(cfg.logger, cfg, run_dir) as tracker:
+    with open_tracker(cfg.logger, cfg, run_dir) if main_process else NullTracker() as tracker:
         data = instantiate(cfg.data, data_dir=cfg.paths.data_dir, cache_dir=cfg.paths.cache_dir, _convert_="all")
-        data.setup(cfg.model.input_size, list(cfg.model.mean), list(cfg.model.std), report_path=run_dir / "bad_images.csv")
+        # Rank 0 first: it downloads the data if needed and writes the bad-image report.
+        for turn in (True, False):
+            if main_process == turn:
+                data.setup(
+                    cfg.model.input_size, list(cfg.model.mean), list(cfg.model.std),
+                    report_path=run_dir / "bad_images.csv" if main_process else None,
+                )
+            distributed.barrier()
         classes: List[str] = list(data.classes)
         all_samples = [*data.train_set.samples, *(data.val_set.samples if data.val_set else []), *data.test_set.samples]
         tracker.set_tags({"dataset_fingerprint": dataset_fingerprint(data.root, all_samples)})
@@ -115,10 +137,10 @@ def train(cfg: DictConfig) -> Optional[float]:
         memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
         model.to(device, memory_format=memory_format)
 
-        sampler = ResumableSampler(data.train_set, seed=cfg.seed)
+        sampler = ResumableSampler(data.train_set, num_replicas=world, rank=distributed.rank(), seed=cfg.seed)
         train_loader = DataLoader(
             data.train_set,
-            batch_size=cfg.data.batch_size,
+            batch_size=batch_size,
             sampler=sampler,
             num_workers=cfg.data.num_workers,
             pin_memory=cfg.compute.pin_memory,
@@ -128,12 +150,11 @@ def train(cfg: DictConfig) -> Optional[float]:
             # state a mid-epoch checkpoint saves for dropout and the like.
             generator=torch.Generator().manual_seed(cfg.seed),
         )
-        steps_per_epoch = math.ceil(len(data.train_set) / cfg.data.batch_size)
 
         optimizer = instantiate(cfg.optimizer, _convert_="all")(
             param_groups(model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.backbone_lr_scale)
         )
-        scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs)
+        scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=len(train_loader), epochs=cfg.trainer.epochs)
         # A GradScaler only matters for float16 on CUDA; elsewhere it is a no-op.
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.compute.amp and cfg.compute.amp_dtype == "float16")
 
@@ -141,8 +162,12 @@ def train(cfg: DictConfig) -> Optional[float]:
         resume_from = ckpt.resume_path(cfg.trainer.resume, checkpoint_dir)
         if resume_from is not None:
             state = restore(resume_from, model, optimizer, scheduler, scaler, classes, device)
+        # DDP averages the gradients over ranks; evaluation and checkpoints use the bare model.
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
 
         def save(path: Path) -> None:
+            if not main_process:
+                return
             ckpt.save_atomic(
                 {
                     "model": model.state_dict(),
@@ -162,16 +187,16 @@ def train(cfg: DictConfig) -> Optional[float]:
             device=device, channels_last=cfg.compute.channels_last, amp_dtype=amp_dtype(cfg.compute),
             tta_flip=cfg.trainer.tta_flip,
         )
-        val_loader = eval_loader(data.val_set, cfg) if data.val_set is not None else None
 
         with GracefulStop() as stop:
             for epoch in range(state.epoch, cfg.trainer.epochs):
                 sampler.set_epoch(epoch)
-                sampler.set_start(state.step_in_epoch * cfg.data.batch_size)
+                sampler.set_start(state.step_in_epoch * batch_size)
                 started = time.perf_counter()
                 stats = train_one_epoch(
-                    model, train_loader, optimizer, scheduler, scaler, cfg, device, state, stop,
-                    EpochProgress(epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress),
+                    net, train_loader, optimizer, scheduler, scaler, cfg, device, state, stop,
+                    batch_mixer(cfg.trainer, len(classes)),
+                    EpochProgress(epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress if main_process else "lines"),
                 )
                 if stop.requested:
                     save(checkpoint_dir / ckpt.LAST)
@@ -183,13 +208,14 @@ def train(cfg: DictConfig) -> Optional[float]:
                     sys.exit(stop.exit_status)
 
                 record = {"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - started}
-                if val_loader is not None:
-                    logits, labels = predict(model, val_loader, **eval_kwargs)
+                if data.val_set is not None:
+                    logits, labels = predict_sharded(model, data.val_set, cfg, **eval_kwargs)
                     record["val_loss"] = F.cross_entropy(logits, labels).item()
                     record["val_acc"] = (logits.argmax(1) == labels).float().mean().item()
                 state.epoch, state.step_in_epoch = epoch + 1, 0
                 state.history.append(record)
-                log.info(format_record(record, cfg.trainer.epochs))
+                if main_process:
+                    log.info(format_record(record, cfg.trainer.epochs))
                 tracker.log_epoch(record, step=record["epoch"])
 
                 improved = "val_acc" in record and (
@@ -198,28 +224,30 @@ def train(cfg: DictConfig) -> Optional[float]:
                 if improved:
                     state.best_val_acc = record["val_acc"]
                 save(checkpoint_dir / ckpt.LAST)
-                if improved:
+                if improved and main_process:
                     ckpt.copy_atomic(checkpoint_dir / ckpt.LAST, checkpoint_dir / ckpt.BEST)
 
-        use_best = cfg.trainer.select == "best" and (checkpoint_dir / ckpt.BEST).is_file()
-        chosen = checkpoint_dir / (ckpt.BEST if use_best else ckpt.LAST)
-        model.load_state_dict(ckpt.load(chosen, device)["model"])
-        logits, labels = predict(model, eval_loader(data.test_set, cfg), **eval_kwargs)
-        metrics = write_evaluation(logits, labels, classes, data.test_set.samples, run_dir, history=state.history)
-        log.info(
-            "test top-1 %.4f, top-5 %.4f, macro-F1 %.4f, macro AUC %.4f with %s (%d images); report in %s",
-            metrics["top1"], metrics["top5"], metrics["macro_f1"], metrics["macro_auc"] or float("nan"),
-            chosen.name, len(labels), run_dir,
-        )
-        tracker.log_metrics(metrics)
-        tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]])
-        example = torch.stack([data.test_set[i][0] for i in range(min(2, len(data.test_set)))])
-        tracker.register_model(model, classes, preprocess(cfg), example, cfg.registry, metrics["top1"])
-        return state.best_val_acc if chosen.name == ckpt.BEST else state.history[-1].get("val_acc")
+        use_best = cfg.trainer.select == "best" and state.best_val_acc is not None
+        if use_best:
+            distributed.barrier()  # rank 0 has written best.pt
+            model.load_state_dict(ckpt.load(checkpoint_dir / ckpt.BEST, device)["model"])
+        logits, labels = predict_sharded(model, data.test_set, cfg, **eval_kwargs)
+        if main_process:
+            metrics = write_evaluation(logits, labels, classes, data.test_set.samples, run_dir, history=state.history)
+            log.info(
+                "test top-1 %.4f, top-5 %.4f, macro-F1 %.4f, macro AUC %.4f with %s (%d images); report in %s",
+                metrics["top1"], metrics["top5"], metrics["macro_f1"], metrics["macro_auc"] or float("nan"),
+                ckpt.BEST if use_best else ckpt.LAST, len(labels), run_dir,
+            )
+            tracker.log_metrics(metrics)
+            tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]])
+            example = torch.stack([data.test_set[i][0] for i in range(min(2, len(data.test_set)))])
+            tracker.register_model(model, classes, preprocess(cfg), example, cfg.registry, metrics["top1"])
+        return state.best_val_acc if use_best else state.history[-1].get("val_acc") if state.history else None
 
 
 def train_one_epoch(
-    model: nn.Module,
+    net: nn.Module,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -228,12 +256,12 @@ def train_one_epoch(
     device: torch.device,
     state: TrainState,
     stop: GracefulStop,
+    mix: Optional[Any],
     progress: EpochProgress,
 ) -> Dict[str, float]:
-    model.train()
+    net.train()
     memory_format = torch.channels_last if cfg.compute.channels_last else torch.contiguous_format
     dtype = amp_dtype(cfg.compute)
-    mix = batch_mixer(cfg.trainer, model.num_classes)
     loss_sum, correct, seen = 0.0, 0, 0
     started = time.perf_counter()
     with progress:
@@ -243,7 +271,7 @@ def train_one_epoch(
             # Mixed batches train on soft targets; accuracy is still against the labels.
             images, targets = mix(images, labels) if mix is not None else (images, labels)
             with torch.autocast(device_type=device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-                logits = model(images)
+                logits = net(images)
                 loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.trainer.label_smoothing)
             if not torch.isfinite(loss):
                 raise LettucifyError(
@@ -254,7 +282,7 @@ def train_one_epoch(
             scaler.scale(loss).backward()
             if cfg.trainer.grad_clip_norm is not None:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.trainer.grad_clip_norm)
+                nn.utils.clip_grad_norm_(net.parameters(), cfg.trainer.grad_clip_norm)
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -265,9 +293,12 @@ def train_one_epoch(
             correct += (logits.argmax(1) == labels).sum().item()
             seen += batch
             progress.update(loss=loss_sum / seen, images_per_s=seen / (time.perf_counter() - started))
-            if stop.requested:
+            # Every rank stops at the same step, or the others would wait in the next all-reduce.
+            if distributed.any_rank(stop.requested, device):
+                stop.signum = stop.signum or signal.SIGTERM
                 break
     elapsed = time.perf_counter() - started
+    loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)
     return {
         "train_loss": loss_sum / max(seen, 1),
         "train_acc": correct / max(seen, 1),
