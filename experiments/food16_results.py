@@ -27,9 +27,11 @@ RESULTS = REPO / "experiments" / "results"
 README = REPO / "README.md"
 START, END = "<!-- food16-results:start -->", "<!-- food16-results:end -->"
 
-# (label in the table, overrides): the default config, and the original project's CNN.
+# (label in the table, run folder name, overrides): the default config, the same recipe
+# refit on all training photos, and the original project's CNN.
 MODELS = [
     ("efficientnet_lite0 (default)", "efficientnet_lite0", []),
+    ("efficientnet_lite0, refit on train + val", "efficientnet_lite0_refit", ["experiment=food16_refit"]),
     ("cnn16", "cnn16", ["experiment=food16_cnn16"]),
 ]
 SEEDS = [0, 1, 2]

@@ -17,7 +17,7 @@ FOOD16 = Path(os.environ.get("LETTUCIFY_DATA_DIR", "/nonexistent")) / "food16"
 @pytest.mark.skipif(not (FOOD16 / "train").is_dir(), reason="needs LETTUCIFY_DATA_DIR with food16")
 def test_default_config_reaches_50_percent_on_food16(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "lettucify", "seed=0", f"hydra.run.dir={tmp_path}"],
+        [sys.executable, "-m", "lettucify", "seed=0", "logger=none", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -163,7 +163,9 @@ def train(cfg: DictConfig) -> Optional[float]:
         if resume_from is not None:
             state = restore(resume_from, model, optimizer, scheduler, scaler, classes, device)
         # DDP averages the gradients over ranks; evaluation and checkpoints use the bare model.
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) if world > 1 else model
+        net = model
+        if world > 1:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
         def save(path: Path) -> None:
             if not main_process:
@@ -196,7 +198,9 @@ def train(cfg: DictConfig) -> Optional[float]:
                 stats = train_one_epoch(
                     net, train_loader, optimizer, scheduler, scaler, cfg, device, state, stop,
                     batch_mixer(cfg.trainer, len(classes)),
-                    EpochProgress(epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress if main_process else "lines"),
+                    EpochProgress(
+                        epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress if main_process else "lines"
+                    ),
                 )
                 if stop.requested:
                     save(checkpoint_dir / ckpt.LAST)
@@ -295,7 +299,7 @@ def train_one_epoch(
             progress.update(loss=loss_sum / seen, images_per_s=seen / (time.perf_counter() - started))
             # Every rank stops at the same step, or the others would wait in the next all-reduce.
             if distributed.any_rank(stop.requested, device):
-                stop.signum = stop.signum or signal.SIGTERM
+                stop.request(signal.SIGTERM)  # on the ranks that were not signalled themselves
                 break
     elapsed = time.perf_counter() - started
     loss_sum, correct, seen = distributed.all_reduce_sum([loss_sum, correct, seen], device)

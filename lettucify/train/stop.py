@@ -34,6 +34,10 @@ class GracefulStop:
     def exit_status(self) -> int:
         return EXIT_INTERRUPTED if self.signum == signal.SIGINT else EXIT_PREEMPTED
 
+    def request(self, signum: int) -> None:
+        """Stop as if ``signum`` had arrived, unless a signal already did."""
+        self.signum = self.signum or signum
+
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if signum == signal.SIGINT and self.signum == signal.SIGINT:
             raise KeyboardInterrupt
