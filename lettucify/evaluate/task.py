@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 def load_checkpoint_model(path: Path) -> Tuple[nn.Module, List[str], Dict[str, Any], List[dict]]:
     payload = ckpt.load(path)
     model_cfg = OmegaConf.create(payload["config"])["model"]
+    if "pretrained" in model_cfg.net:
+        model_cfg.net.pretrained = False  # the checkpoint's weights replace them anyway
     model = build_model(model_cfg, len(payload["classes"]))
     model.load_state_dict(payload["model"])
     return model, payload["classes"], payload["preprocess"], payload["state"]["history"]
