@@ -132,6 +132,39 @@ def test_sigterm_checkpoints_mid_epoch_and_resume_is_exact(reference, images, tm
     assert_identical(weights(reference), weights(tmp_path))
 
 
+def test_a_stop_during_the_last_step_of_an_epoch_ends_that_epoch_first(reference, images, tmp_path, monkeypatch):
+    """The signal can land while an epoch's final step runs; the checkpoint must still resume."""
+    from hydra import compose, initialize_config_dir
+
+    from lettucify.config import REPO_ROOT, register_configs
+    from lettucify.train import loop
+
+    epoch_of_the_signal = 2
+    calls = []
+
+    def signalled_in_the_last_step(*args, **kwargs):
+        stats = real_train_one_epoch(*args, **kwargs)
+        calls.append(stats)
+        if len(calls) == epoch_of_the_signal:
+            args[8].request(signal.SIGTERM)  # the GracefulStop, after the last step ran
+        return stats
+
+    real_train_one_epoch = loop.train_one_epoch
+    monkeypatch.setattr(loop, "train_one_epoch", signalled_in_the_last_step)
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*FAST, f"data.root={images}", f"paths.output_dir={tmp_path}"])
+    with pytest.raises(SystemExit) as stopped:
+        loop.train(cfg)
+    assert stopped.value.code == 75
+    state = ckpt.load(tmp_path / "checkpoints" / ckpt.LAST)["state"]
+    assert (state["epoch"], state["step_in_epoch"]) == (epoch_of_the_signal, 0)
+    assert len(state["history"]) == epoch_of_the_signal  # the epoch was validated and recorded
+
+    run(tmp_path, images)
+    assert_identical(weights(reference), weights(tmp_path))
+
+
 def test_resume_with_other_classes_is_refused_in_one_line(reference, tmp_path):
     other = make_image_folder(tmp_path / "other", classes=("egg", "milk", "tofu"), per_class_train=4, per_class_test=2)
     result = subprocess.run(

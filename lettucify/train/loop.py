@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NoReturn, Optional
 
 import numpy as np
 import torch
@@ -154,7 +154,8 @@ def train(cfg: DictConfig) -> Optional[float]:
         optimizer = instantiate(cfg.optimizer, _convert_="all")(
             param_groups(model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.backbone_lr_scale)
         )
-        scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=len(train_loader), epochs=cfg.trainer.epochs)
+        steps_per_epoch = len(train_loader)
+        scheduler = instantiate(cfg.scheduler)(optimizer, steps_per_epoch=steps_per_epoch, epochs=cfg.trainer.epochs)
         # A GradScaler only matters for float16 on CUDA; elsewhere it is a no-op.
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.compute.amp and cfg.compute.amp_dtype == "float16")
 
@@ -202,14 +203,11 @@ def train(cfg: DictConfig) -> Optional[float]:
                         epoch, cfg.trainer.epochs, len(train_loader), cfg.trainer.progress if main_process else "lines"
                     ),
                 )
-                if stop.requested:
+                # A signal during the epoch's last step still lets the epoch end normally:
+                # a checkpoint with every step done but no validation could not be resumed.
+                if stop.requested and state.step_in_epoch < steps_per_epoch:
                     save(checkpoint_dir / ckpt.LAST)
-                    log.warning(
-                        "stopped in epoch %d at step %d; checkpoint %s. Rerun the same command "
-                        "(with hydra.run.dir=%s) to continue.",
-                        epoch + 1, state.step_in_epoch, checkpoint_dir / ckpt.LAST, run_dir,
-                    )
-                    sys.exit(stop.exit_status)
+                    exit_on_stop(stop, f"in epoch {epoch + 1} at step {state.step_in_epoch}", checkpoint_dir, run_dir)
 
                 record = {"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - started}
                 if data.val_set is not None:
@@ -230,6 +228,8 @@ def train(cfg: DictConfig) -> Optional[float]:
                 save(checkpoint_dir / ckpt.LAST)
                 if improved and main_process:
                     ckpt.copy_atomic(checkpoint_dir / ckpt.LAST, checkpoint_dir / ckpt.BEST)
+                if stop.requested:
+                    exit_on_stop(stop, f"after epoch {epoch + 1}", checkpoint_dir, run_dir)
 
         use_best = cfg.trainer.select == "best" and state.best_val_acc is not None
         if use_best:
@@ -248,6 +248,14 @@ def train(cfg: DictConfig) -> Optional[float]:
             example = torch.stack([data.test_set[i][0] for i in range(min(2, len(data.test_set)))])
             tracker.register_model(model, classes, preprocess(cfg), example, cfg.registry, metrics["top1"])
         return state.best_val_acc if use_best else state.history[-1].get("val_acc") if state.history else None
+
+
+def exit_on_stop(stop: GracefulStop, where: str, checkpoint_dir: Path, run_dir: Path) -> NoReturn:
+    log.warning(
+        "stopped %s; checkpoint %s. Rerun the same command (with hydra.run.dir=%s) to continue.",
+        where, checkpoint_dir / ckpt.LAST, run_dir,
+    )
+    sys.exit(stop.exit_status)
 
 
 def train_one_epoch(
