@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from lettucify.config import REPO_ROOT  # importing it registers the schema
@@ -21,9 +22,6 @@ from lettucify.errors import LettucifyError
 log = logging.getLogger("lettucify")
 
 
-def in_worker() -> bool:
-    """Whether a launcher (torchrun, a cluster) already started this process as a rank."""
-    return "TORCHELASTIC_RUN_ID" in os.environ or int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
 @hydra.main(version_base="1.3", config_path=str(REPO_ROOT / "conf"), config_name="config")
@@ -39,7 +37,13 @@ def main(cfg: DictConfig) -> Optional[float]:
 
             promote(cfg.registry.name, cfg.registry.alias, cfg.registry.promote_to, cfg.logger.tracking_uri)
             return None
-        if cfg.compute.launcher == "torchrun" and not in_worker():
+        if cfg.compute.launcher == "azureml":
+            from lettucify.azure.submit import submit
+
+            return submit(cfg, HydraConfig.get().overrides.task)
+        # compute=torchrun starts torchrun, even where a cluster scheduler set WORLD_SIZE
+        # for one process per node; only torchrun's own workers train here directly.
+        if cfg.compute.launcher == "torchrun" and "TORCHELASTIC_RUN_ID" not in os.environ:
             from lettucify.distributed import launch_torchrun
 
             status, score = launch_torchrun(cfg, Path(cfg.paths.output_dir))

@@ -111,12 +111,17 @@ class DataConf:
     # dominates a small CPU run.
     cache_images: bool = True
     augment: AugmentConf = field(default_factory=AugmentConf)
+    # For Azure ML jobs: a registered data asset (azureml:name:version) or a local
+    # folder that is uploaded; mounted read-only as data.root. null: the job finds
+    # (or downloads) the data as it would here.
+    azure_input: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- compute
 class Launcher(str, Enum):
     none = "none"  # train in this process (or in each process a scheduler started)
     torchrun = "torchrun"  # start the workers with PyTorch's elastic launcher
+    azureml = "azureml"  # submit a command job to an Azure ML cluster (lettucify/azure)
 
 
 @dataclass
@@ -150,9 +155,82 @@ class TorchrunConf(ComputeConf):
     # one node and no endpoint, torchrun's --standalone picks a free port.
     rdzv_endpoint: Optional[str] = None
     rdzv_backend: str = "c10d"
+    # Static rendezvous instead, at node 0's address, as cluster schedulers (Azure ML)
+    # hand it out in MASTER_ADDR / MASTER_PORT; set, it replaces rdzv_endpoint.
+    master_addr: Optional[str] = None
+    master_port: int = 29500
     # Restart the whole group this many times when a worker fails; training resumes
     # from the last checkpoint.
     max_restarts: int = 0
+
+
+class ClusterTier(str, Enum):
+    dedicated = "dedicated"
+    low_priority = "low_priority"
+
+
+@dataclass
+class AzureWorkspaceConf:
+    """Which workspace; unset fields come from the environment, else from a config.json.
+
+    Credentials are never configured: they come from Azure's credential chain
+    (DefaultAzureCredential: environment, managed identity, ``az login``).
+    """
+
+    subscription_id: Optional[str] = "${oc.env:AZURE_SUBSCRIPTION_ID,null}"
+    resource_group: Optional[str] = "${oc.env:AZURE_RESOURCE_GROUP,null}"
+    name: Optional[str] = "${oc.env:AZUREML_WORKSPACE_NAME,null}"
+    # A workspace config.json (downloaded from the portal); null searches from the
+    # current folder up, as MLClient.from_config does.
+    config_path: Optional[str] = None
+
+
+@dataclass
+class AzureClusterConf:
+    """An AmlCompute cluster, created (or updated) before the first submission."""
+
+    name: str = MISSING
+    size: str = MISSING
+    min_instances: int = 0
+    max_instances: int = 5
+    # Idle nodes go away after this long, so an idle cluster costs nothing.
+    idle_time_before_scale_down: int = 1800
+    tier: ClusterTier = ClusterTier.dedicated
+    # Set for VM sizes Azure no longer offers: warned about at every submission.
+    retired: Optional[str] = None
+
+
+@dataclass
+class AzureConf:
+    workspace: AzureWorkspaceConf = field(default_factory=AzureWorkspaceConf)
+    cluster: AzureClusterConf = field(default_factory=AzureClusterConf)
+    # null: an environment built from setup.cfg's dependencies on base_image (so the
+    # two never drift); else an existing one, e.g. azureml:my-env:3 or azureml:my-env@latest.
+    environment: Optional[str] = None
+    base_image: str = "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest"
+    # Follow the job to its end, streaming its logs, and return its metrics.
+    wait: bool = False
+    # Write job.yaml and compute.yaml to the run folder and submit nothing.
+    dry_run: bool = False
+
+
+@dataclass
+class AzureComputeConf(TorchrunConf):
+    """A command job on an Azure ML GPU cluster: torchrun on each node, DDP over NCCL."""
+
+    launcher: Launcher = Launcher.azureml
+    device: str = "cuda"
+    amp: bool = True
+    # V100 and T4 have no fast bfloat16.
+    amp_dtype: str = "float16"
+    pin_memory: bool = True
+    # The job's shape: nodes, and GPUs (one process each) per node.
+    instance_count: int = 1
+    gpus_per_node: int = 1
+    nnodes: int = "${.instance_count}"  # type: ignore[assignment]
+    nproc_per_node: int = "${.gpus_per_node}"  # type: ignore[assignment]
+    num_threads: Optional[int] = None
+    azure: AzureConf = field(default_factory=AzureConf)
 
 
 # --------------------------------------------------------------------------- optim
@@ -291,7 +369,7 @@ class Config:
 _SCHEMAS = {
     "model": {"cnn16": CNN16Conf, "efficientnet_lite": EfficientNetLiteConf},
     "data": {"imagefolder": DataConf},
-    "compute": {"local": ComputeConf, "torchrun": TorchrunConf},
+    "compute": {"local": ComputeConf, "torchrun": TorchrunConf, "azureml": AzureComputeConf},
     "optimizer": {"adamw": AdamWConf, "sgd": SGDConf},
     "scheduler": {"warmup_cosine": WarmupCosineConf, "constant": ConstantLRConf},
     "trainer": {"default": TrainerConf},

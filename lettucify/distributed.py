@@ -115,7 +115,11 @@ SCORE = "score.json"
 def torchrun_command(compute: DictConfig, config_path: Path) -> List[str]:
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={compute.nproc_per_node}",
                f"--max-restarts={compute.max_restarts}"]
-    if compute.nnodes == 1 and not compute.rdzv_endpoint:
+    if compute.master_addr:
+        # Static rendezvous at node 0, where a cluster scheduler says it is.
+        command += [f"--nnodes={compute.nnodes}", f"--node-rank={compute.node_rank}",
+                    f"--master-addr={compute.master_addr}", f"--master-port={compute.master_port}"]
+    elif compute.nnodes == 1 and not compute.rdzv_endpoint:
         command.append("--standalone")
     else:
         command += [f"--nnodes={compute.nnodes}", f"--node-rank={compute.node_rank}",

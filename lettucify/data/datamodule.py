@@ -136,6 +136,7 @@ class ImageFolderData:
         max_image_pixels: int = 40_000_000,
         cache_images: bool = True,
         augment: Union[AugmentConf, Mapping, None] = None,
+        azure_input: Optional[str] = None,  # read at submission (lettucify.azure), not here
         *,
         data_dir: Optional[str] = None,
         cache_dir: Optional[str] = None,
