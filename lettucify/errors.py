@@ -1,8 +1,15 @@
-"""Errors a user can act on: the CLI prints their message as one line, no traceback."""
+"""Errors a user can act on: printed as their message alone, one line, no traceback."""
+
+from hydra.errors import CompactHydraException
 
 
-class LettucifyError(Exception):
-    """A problem with the user's input (data, config, checkpoint): say what and where."""
+class LettucifyError(CompactHydraException):
+    """A problem with the user's input (data, config, checkpoint, workspace): say what and where.
+
+    The CLI's task prints it itself; where one escapes to Hydra (a launcher's error, or a
+    sweep point's that Hydra's sweeper raises), Hydra prints a CompactHydraException's
+    message without a stack trace.
+    """
 
 
 class DataError(LettucifyError):

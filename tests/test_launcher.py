@@ -427,3 +427,15 @@ def test_lettucify_trains_each_point_here_and_returns_its_validation_accuracy(
             assert ret.return_value == pytest.approx(history[-1]["val_acc"])
             assert ret.return_value == json.loads((folder / "score.json").read_text())["score"]
             assert sorted(p.name for p in (folder / "local_run").iterdir()) == [f"node{k}" for k in range(nodes)]
+
+
+def test_a_launch_error_is_one_line_on_the_command_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "AZUREML_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "lettucify", "-m", "hydra/launcher=azureml", "compute=azure_t4",
+         "optimizer.lr=1e-3,3e-3", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "no Azure ML workspace" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir()) == ["0", "1"]  # jobs written first

@@ -305,10 +305,12 @@ class AzureMLLauncher(Launcher):
         where = f"Azure ML job {job.name} (#{point.num}, {job.studio_url})"
         if status != client.COMPLETED:
             error = LettucifyError(f"{where} ended {status}; its logs are in the Studio")
-            return point.returned(JobStatus.FAILED, error)
-        try:
-            output = azure.download_output(job.name, RUN_OUTPUT, point.job_dir / "azure")
-            return pickle.loads((output / RETURN_FILE).read_bytes())
-        except Exception as err:  # a failed download or a missing result fails this point only
-            error = LettucifyError(f"{where} completed, but its result did not come back: {err}")
-            return point.returned(JobStatus.FAILED, error)
+        else:
+            try:
+                output = azure.download_output(job.name, RUN_OUTPUT, point.job_dir / "azure")
+                return pickle.loads((output / RETURN_FILE).read_bytes())
+            except Exception as err:  # a failed download or a missing result fails this point only
+                error = LettucifyError(f"{where} completed, but its result did not come back: {err}")
+        # Hydra's sweeper raises the first failure only: each one is in the log.
+        log.error("%s", error)
+        return point.returned(JobStatus.FAILED, error)
