@@ -153,6 +153,13 @@ def test_dry_run_writes_specs_that_load_back_and_validate(images, tmp_path):
     assert SECRET not in result.stderr
 
 
+def test_a_local_data_root_without_an_azure_input_is_warned_about(fake, tmp_path, caplog):
+    overrides = ["compute=azure_t4", "data=imagefolder", f"data.root={tmp_path}"]
+    submit.submit(compose_cfg(overrides, tmp_path), overrides)
+    assert f"data.root={tmp_path} is a folder on this machine" in caplog.text
+    assert "data.azure_input" in caplog.text
+
+
 def test_an_undefined_input_in_the_command_is_refused(tmp_path):
     cfg = compose_cfg(["compute=azure_t4"], tmp_path)
     with pytest.raises(LettucifyError, match="does not validate.*nope"):

@@ -31,6 +31,12 @@ def warn_if_retired(compute: DictConfig) -> None:
         log.warning("%s is retired: %s", compute.azure.cluster.size, compute.azure.cluster.retired)
 
 
+def warn_if_local_data(cfg: DictConfig) -> None:
+    if cfg.data.root and not cfg.data.azure_input:
+        log.warning("data.root=%s is a folder on this machine, which the job will not have: "
+                    "set data.azure_input to it (uploaded) or to a data asset", cfg.data.root)
+
+
 def job_command(overrides: Sequence[str]) -> list[str]:
     """``python -m lettucify`` with the user's overrides; Hydra's own settings stay local."""
     # Hydra's settings and the submission's own (dry_run, wait) stay here.
@@ -41,6 +47,7 @@ def job_command(overrides: Sequence[str]) -> list[str]:
 def build(cfg: DictConfig, overrides: Sequence[str]) -> tuple[Any, Any]:
     """The job and its cluster for this run, validated."""
     compute = cfg.compute
+    warn_if_local_data(cfg)
     job = entities.command_job(
         compute,
         job_command(overrides),

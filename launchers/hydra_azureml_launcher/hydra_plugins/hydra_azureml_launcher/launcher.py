@@ -140,6 +140,7 @@ class AzureMLLauncher(Launcher):
         from azure.ai.ml import Input
 
         from lettucify.azure import entities
+        from lettucify.azure.submit import warn_if_local_data
 
         assert self.config is not None and self.hydra_context is not None
         log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
@@ -161,6 +162,8 @@ class AzureMLLauncher(Launcher):
 
         lettucify_compute = OmegaConf.select(config, "compute.launcher") == "azureml"
         compute = config.compute if lettucify_compute else self.compute
+        if lettucify_compute and self.backend == Backend.azure:
+            warn_if_local_data(config)
         job = entities.command_job(
             compute,
             # Quoted: a job folder may be named after overrides that hold spaces.
