@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import yaml
 from omegaconf import DictConfig
 
-from lettucify.config import REPO_ROOT
+from lettucify.config import REPO_ROOT, ClusterTier
 from lettucify.errors import LettucifyError
 
 # The extras of setup.cfg that a job's environment installs besides install_requires
@@ -41,7 +41,7 @@ def cluster(spec: DictConfig) -> Any:
         min_instances=spec.min_instances,
         max_instances=spec.max_instances,
         idle_time_before_scale_down=spec.idle_time_before_scale_down,
-        tier=str(spec.tier.value if hasattr(spec.tier, "value") else spec.tier),
+        tier=ClusterTier(spec.tier).value,
     )
 
 

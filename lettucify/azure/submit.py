@@ -59,6 +59,11 @@ def build(cfg: DictConfig, overrides: Sequence[str]) -> tuple[Any, Any]:
     return job, entities.cluster(compute.azure.cluster)
 
 
+def save_submission(submitted: azure_client.Submitted, folder: Path) -> None:
+    """azure_job.json beside the job's spec: its Azure ML name and Studio URL."""
+    (folder / SUBMITTED).write_text(json.dumps({"name": submitted.name, "studio_url": submitted.studio_url}) + "\n")
+
+
 def submit(cfg: DictConfig, overrides: Sequence[str]) -> Optional[float]:
     """Submit (or, dry, write) the run's job; with ``wait`` follow it and return its score."""
     azure_client.require_sdk()
@@ -74,7 +79,7 @@ def submit(cfg: DictConfig, overrides: Sequence[str]) -> Optional[float]:
     azure = azure_client.connect(cfg.compute.azure.workspace)
     azure.ensure_cluster(cluster)
     submitted = azure.submit(job)
-    (run_dir / SUBMITTED).write_text(json.dumps({"name": submitted.name, "studio_url": submitted.studio_url}) + "\n")
+    save_submission(submitted, run_dir)
     log.info("submitted Azure ML job %s: %s", submitted.name, submitted.studio_url)
     if not cfg.compute.azure.wait:
         return None

@@ -257,12 +257,12 @@ class AzureMLLauncher(Launcher):
 
     def submit_all(self, azure: Any, points: List[Point], submitted: Dict[int, Any]) -> Dict[int, JobReturn]:
         """Submit concurrently; one refused job fails its own point. ``submitted`` fills as they land."""
-        from lettucify.azure.submit import SUBMITTED
+        from lettucify.azure.submit import save_submission
 
         def submit_one(point: Point) -> Any:
             job = azure.submit(point.job)
             submitted[point.num] = job
-            (point.job_dir / SUBMITTED).write_text(json.dumps({"name": job.name, "studio_url": job.studio_url}) + "\n")
+            save_submission(job, point.job_dir)
             log.info("#%d submitted as Azure ML job %s: %s", point.num, job.name, job.studio_url)
             return job
 
