@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 from lettucify.config import REPO_ROOT
-from lettucify.train.loop import build_model
+from lettucify.models.build import build_model
 
 
 def time_steps(model, batch, labels, memory_format, steps: int) -> float:

@@ -10,17 +10,12 @@ process.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
-import subprocess
-import sys
-from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List
 
 import torch
 import torch.distributed as dist
-from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -105,45 +100,3 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
-
-
-# What the workers of one launch share: the config, resolved once, and rank 0's score.
-RESOLVED_CONFIG = "resolved_config.yaml"
-SCORE = "score.json"
-
-
-def torchrun_command(compute: DictConfig, config_path: Path) -> List[str]:
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={compute.nproc_per_node}",
-               f"--max-restarts={compute.max_restarts}"]
-    if compute.master_addr:
-        # Static rendezvous at node 0, where a cluster scheduler says it is.
-        command += [f"--nnodes={compute.nnodes}", f"--node-rank={compute.node_rank}",
-                    f"--master-addr={compute.master_addr}", f"--master-port={compute.master_port}"]
-    elif compute.nnodes == 1 and not compute.rdzv_endpoint:
-        command.append("--standalone")
-    else:
-        command += [f"--nnodes={compute.nnodes}", f"--node-rank={compute.node_rank}",
-                    f"--rdzv-backend={compute.rdzv_backend}", f"--rdzv-endpoint={compute.rdzv_endpoint}"]
-    return [*command, "-m", "lettucify.worker", str(config_path)]
-
-
-def launch_torchrun(cfg: DictConfig, run_dir: Path) -> tuple[int, Optional[float]]:
-    """Start the workers with torch's elastic launcher; return (exit status, rank 0's score).
-
-    The config is resolved here, once, and every worker reads that file: the ranks
-    cannot compose different configs (a run folder named after the time, say).
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = run_dir / RESOLVED_CONFIG
-    OmegaConf.save(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), config_path)
-    command = torchrun_command(cfg.compute, config_path)
-    log.info("starting %s", " ".join(command))
-    # Workers make their own store rather than share the agent's: with a shared one, a
-    # restarted group can read the previous round's addresses and never connect
-    # (pytorch/pytorch#135712).
-    status = subprocess.call(command, env={**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"})
-    if status != 0:
-        log.error("torchrun: the workers failed with exit status %d; the failing rank and its error are above", status)
-        return status, None
-    score = run_dir / SCORE
-    return 0, json.loads(score.read_text())["score"] if score.is_file() else None

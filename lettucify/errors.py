@@ -18,3 +18,7 @@ class DataError(LettucifyError):
 
 class CheckpointError(LettucifyError):
     """A checkpoint is missing, unreadable or does not fit the config."""
+
+
+class ConfigError(LettucifyError):
+    """A config key is unknown, or a value is outside what its field allows."""

@@ -1,6 +1,6 @@
 """What each process that torchrun starts runs: the task, on the config the launcher resolved.
 
-    python -m torch.distributed.run --nproc-per-node=2 -m lettucify.worker <run dir>/resolved_config.yaml
+    python -m lettucify.compute.torchrun --nproc-per-node=2 -m lettucify.worker <run dir>/resolved_config.yaml
 
 No Hydra here: the workers read the one resolved config and make no run folders of
 their own. Rank 0 logs to the run folder's lettucify.log as well as stderr.
@@ -18,8 +18,9 @@ from omegaconf import OmegaConf
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from lettucify import distributed
+from lettucify.compute.torchrun import SCORE
 from lettucify.errors import LettucifyError
-from lettucify.train.loop import train
+from lettucify.train.pipeline import train
 
 log = logging.getLogger("lettucify")
 
@@ -48,7 +49,7 @@ def main() -> None:
         log.error("%s", err)
         sys.exit(2)
     if distributed.is_main():
-        (run_dir / distributed.SCORE).write_text(json.dumps({"score": score}) + "\n")
+        (run_dir / SCORE).write_text(json.dumps({"score": score}) + "\n")
     distributed.shutdown()
 
 

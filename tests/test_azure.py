@@ -21,7 +21,7 @@ from lettucify.azure import client as azure_client
 from lettucify.azure import entities, local, submit
 from lettucify.config import REPO_ROOT
 from lettucify.errors import LettucifyError
-from lettucify.train import checkpoint as ckpt
+from lettucify import checkpoint as ckpt
 
 SECRET = "AzureSecret-0f9e8d7c6b5a-must-not-leak"
 WORKSPACE_ENV = ("AZURE_SUBSCRIPTION_ID", "AZURE_RESOURCE_GROUP", "AZUREML_WORKSPACE_NAME")
@@ -70,7 +70,7 @@ def test_nc6_and_t4_share_one_base_and_differ_only_in_the_cluster(tmp_path):
     assert {k: v for k, v in nc6["azure"]["cluster"].items() if nc6["azure"]["cluster"][k] != t4["azure"]["cluster"][k]}
     nc6["azure"].pop("cluster"), t4["azure"].pop("cluster")
     assert nc6 == t4
-    assert t4["launcher"] == "azureml" and t4["nnodes"] == t4["instance_count"] == 1
+    assert t4["backend"] == "azureml" and t4["nnodes"] == t4["instance_count"] == 1
     cluster = compose_cfg(["compute=azure_nc6"], tmp_path).compute.azure.cluster
     assert (cluster.size, cluster.min_instances, cluster.max_instances) == ("STANDARD_NC6s_v3", 0, 5)
 
@@ -141,7 +141,7 @@ def test_dry_run_writes_specs_that_load_back_and_validate(images, tmp_path):
     assert job.distribution.type == "pytorch" and job.distribution.process_count_per_instance == 1
     assert job.inputs["data"].path == str(images) and job.inputs["data"].mode == "ro_mount"
     assert job.experiment_name == "lettucify"
-    for words in ["python -m lettucify", "compute=azure_nc6", "optimizer.lr=3e-3", "compute.launcher=torchrun",
+    for words in ["python -m lettucify", "compute=azure_nc6", "optimizer.lr=3e-3", "compute.backend=torchrun",
                   "compute.node_rank=$NODE_RANK", "compute.master_addr=$MASTER_ADDR", "data.root=${{inputs.data}}"]:
         assert words in job.command, words
     assert "dry_run" not in job.command and "hydra.run.dir=${{outputs.run}}" in job.command

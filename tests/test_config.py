@@ -14,6 +14,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf, open_dict
 
 from lettucify.config import REPO_ROOT
+from lettucify.validation import validate
 
 GROUPS = ["model", "data", "compute", "optimizer", "scheduler", "trainer", "paths"]
 
@@ -41,6 +42,7 @@ def test_every_option_composes_and_resolves(override, tmp_path):
     if override == "data=imagefolder":
         overrides.append(f"data.root={tmp_path}")
     cfg = compose_cfg(overrides)
+    validate(cfg)  # every option's values are within their rules
     # Resolving catches a bad interpolation; hydra: resolvers need the runtime set, so
     # resolve everything but the hydra node.
     cfg.hydra.runtime.output_dir = str(tmp_path)
@@ -68,6 +70,44 @@ def test_experiment_overrides_groups_and_primary_values():
     assert cfg.trainer.epochs == 30
     # A command-line override still wins over the experiment.
     assert compose_cfg(["experiment=food16_cnn16", "trainer.epochs=2"]).trainer.epochs == 2
+
+
+def base_of(path: Path):
+    """What a YAML option starts from: its schema (``/schema/<group>@_here_: <name>``) or
+    another option of its group (``- efficientnet_lite0``), composed the same way."""
+    from lettucify.config import _SCHEMAS
+
+    first = OmegaConf.load(path).defaults[0]
+    if isinstance(first, str):
+        return option_config(path.with_name(f"{first}.yaml"))
+    (key, name), = first.items()
+    return OmegaConf.structured(_SCHEMAS[key.split("/")[2].split("@")[0]][name])
+
+
+def option_config(path: Path):
+    own = OmegaConf.load(path)
+    del own["defaults"]
+    return OmegaConf.merge(base_of(path), own)
+
+
+def repeated_defaults(own: dict, base: dict, prefix: str = ""):
+    """The dotted keys that ``own`` sets to the value ``base`` already has."""
+    for key, value in own.items():
+        if key not in base or base[key] == "???":
+            continue
+        if isinstance(value, dict) and isinstance(base[key], dict):
+            yield from repeated_defaults(value, base[key], f"{prefix}{key}.")
+        elif value == base[key]:
+            yield f"{prefix}{key}={value}"
+
+
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "conf").glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_an_option_sets_only_what_differs_from_its_schema(path):
+    """Each default lives in one place, the schema: an option repeating one could drift from it."""
+    own = OmegaConf.to_container(OmegaConf.load(path))
+    del own["defaults"]
+    base = OmegaConf.to_container(base_of(path), enum_to_str=True)
+    assert list(repeated_defaults(own, base)) == [], f"{path.name} repeats the schema's defaults"
 
 
 @pytest.mark.parametrize(

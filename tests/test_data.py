@@ -263,9 +263,9 @@ def test_config_instantiates_the_datamodule(image_folder, tmp_path):
         overrides = ["data.on_bad_image=fail", "data.augment.color_jitter=0.2"]
         cfg = compose("config", overrides=overrides)
     data = instantiate(cfg.data, data_dir=str(tmp_path), cache_dir=None, _convert_="all")
-    assert isinstance(data, ImageFolderData) and data.on_bad_image is BadImagePolicy.fail
-    assert isinstance(data.download, DownloadConf) and data.download.manifest == "food16.sha256"
-    assert isinstance(data.augment, AugmentConf) and data.augment.color_jitter == 0.2
+    assert isinstance(data, ImageFolderData) and data.conf.on_bad_image is BadImagePolicy.fail
+    assert isinstance(data.conf.download, DownloadConf) and data.conf.download.manifest == "food16.sha256"
+    assert isinstance(data.conf.augment, AugmentConf) and data.conf.augment.color_jitter == 0.2
     assert data.resolve_root() == (tmp_path / "food16", "$LETTUCIFY_DATA_DIR")
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import make_image_folder
-from lettucify.train import checkpoint as ckpt
+from lettucify import checkpoint as ckpt
 
 # No randomness that depends on how a batch is split over processes (dropout, MixUp),
 # and batches that divide evenly, so 1 and 2 processes must compute the same steps.
@@ -29,8 +29,10 @@ TWO = ["compute=torchrun", "compute.nproc_per_node=2"]
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     # 48 training photos (6 full batches of 8) and 15 test photos (odd: shards differ).
-    return make_image_folder(tmp_path_factory.mktemp("fridge"), classes=("a", "b", "c"),
+    root = make_image_folder(tmp_path_factory.mktemp("fridge"), classes=("a", "b", "c"),
                              per_class_train=16, per_class_test=5)
+    (root / "train" / "a" / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole JPEG")  # skipped
+    return root
 
 
 def lettucify(run_dir: Path, *overrides: str, timeout: float = 300, cwd: Path | None = None):
@@ -41,11 +43,23 @@ def lettucify(run_dir: Path, *overrides: str, timeout: float = 300, cwd: Path | 
 
 
 @pytest.fixture(scope="module")
-def two_process_run(images, tmp_path_factory) -> Path:
+def two_process_result(images, tmp_path_factory) -> tuple[Path, str]:
     run_dir = tmp_path_factory.mktemp("two")
     result = lettucify(run_dir, *EXACT, *TWO, f"data.root={images}")
     assert result.returncode == 0, result.stderr[-4000:]
-    return run_dir
+    return run_dir, result.stderr
+
+
+@pytest.fixture(scope="module")
+def two_process_run(two_process_result) -> Path:
+    return two_process_result[0]
+
+
+def test_only_rank_zero_scans_the_images(two_process_result):
+    """The other rank gets rank 0's scan: one report of the bad file, not one per rank."""
+    _, stderr = two_process_result
+    assert stderr.count("skipping bad image") == 1
+    assert "[rank 0]" in stderr.split("skipping bad image")[0].splitlines()[-1]
 
 
 def test_two_processes_train_the_same_weights_as_one(two_process_run, images, tmp_path):
@@ -97,7 +111,9 @@ def worker_pids(config: Path) -> list[int]:
                 cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"lettucify.worker" in cmdline and str(config).encode() in cmdline:
+            # The workers, not torchrun's agent (whose command line names them too).
+            if b"lettucify.worker" in cmdline and str(config).encode() in cmdline \
+                    and b"lettucify.compute.torchrun" not in cmdline:
                 pids.append(int(proc.name))
     return pids
 
@@ -118,21 +134,32 @@ def kill_a_worker_after_first_epoch(process: subprocess.Popen, run_dir: Path) ->
     raise AssertionError(f"no worker to kill; exit {process.poll()}")
 
 
-def start(run_dir: Path, images: Path, *extra: str) -> subprocess.Popen:
+def start(run_dir: Path, images: Path, *extra: str, base: list[str] = EXACT) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "lettucify", *EXACT, *TWO, f"data.root={images}", "trainer.epochs=12",
+        [sys.executable, "-m", "lettucify", *base, *TWO, f"data.root={images}", "trainer.epochs=12",
          f"hydra.run.dir={run_dir}", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
 
-def test_a_killed_worker_is_restarted_and_training_finishes(images, tmp_path):
-    process = start(tmp_path, images, "compute.max_restarts=1")
-    kill_a_worker_after_first_epoch(process, tmp_path)
+def test_a_killed_worker_is_restarted_and_training_finishes_in_one_mlflow_run(images, tmp_path):
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    tracked = [o for o in EXACT if o != "logger=none"]
+    process = start(run_dir, images, "compute.max_restarts=1", f"logger.tracking_uri={uri}", "registry.enabled=false",
+                    base=tracked)
+    kill_a_worker_after_first_epoch(process, run_dir)
     output, _ = process.communicate(timeout=300)
-    assert process.returncode == 0, output[-4000:]
+    assert process.returncode == 0, output[-12000:]
     assert "resuming from" in output
-    assert ckpt.load(tmp_path / "checkpoints" / ckpt.LAST)["state"]["epoch"] == 12
+    assert ckpt.load(run_dir / "checkpoints" / ckpt.LAST)["state"]["epoch"] == 12
+    # The restarted rank 0 continued the run its checkpoint named.
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == list(range(1, 13))
 
 
 def test_a_killed_worker_without_restarts_fails_the_job_naming_the_rank(images, tmp_path):
@@ -142,6 +169,24 @@ def test_a_killed_worker_without_restarts_fails_the_job_naming_the_rank(images, 
     assert process.returncode != 0
     assert "rank" in output and "SIGKILL" in output
     assert "the workers failed with exit status" in output
+
+
+def test_sigterm_to_the_launcher_checkpoints_the_workers_and_exits_75(images, tmp_path):
+    process = start(tmp_path, images)
+    last = tmp_path / "checkpoints" / ckpt.LAST
+    deadline = time.monotonic() + 120
+    while not last.is_file() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    workers = worker_pids(tmp_path / "resolved_config.yaml")
+    assert len(workers) == 2
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=180)
+    assert process.returncode == 75, output[-4000:]
+    assert output.count("finishing this step, then writing a checkpoint") == 2  # both ranks
+    assert "Traceback" not in output
+    state = ckpt.load(last)["state"]
+    assert state["epoch"] < 12 and state["steps"] == state["epoch"] * 6 + state["step_in_epoch"]
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
 
 
 def test_global_batch_must_divide_by_the_processes(images, tmp_path):

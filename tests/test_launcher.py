@@ -38,7 +38,7 @@ from lettucify.azure.entities import project_requirements
 from lettucify.azure.local import run_job_locally
 from lettucify.config import REPO_ROOT
 from lettucify.errors import LettucifyError
-from lettucify.train import checkpoint as ckpt
+from lettucify import checkpoint as ckpt
 
 pytestmark = [
     # azure-ai-ml's schemas, imported at the first job built.
@@ -82,6 +82,36 @@ def test_discovery_finds_the_launcher_without_importing_anything_heavy():
              "print(names, sorted(m for m in ('torch', 'azure.ai.ml', 'cloudpickle') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "['BasicLauncher', 'AzureMLLauncher'] []"
+
+
+# A Hydra app of its own, in the same environment; discovery runs the plugin's modules.
+BARE_APP = """
+import json, sys
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+
+@hydra.main(config_path=None, version_base="1.3")
+def main(cfg):
+    Plugins.instance().discover(Launcher)
+    repo = ConfigStore.instance().repo
+    print(json.dumps({"store": sorted(repo), "launchers": sorted(repo["hydra"]["launcher"]),
+                      "modules": sorted(m for m in sys.modules if m.split(".")[0] == "lettucify")}))
+
+main()
+"""
+
+
+def test_other_hydra_apps_find_nothing_of_lettucify(tmp_path):
+    (tmp_path / "app.py").write_text(BARE_APP)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}  # where this process finds the plugin
+    out = subprocess.run([sys.executable, "app.py"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         check=True).stdout
+    seen = json.loads(out.splitlines()[-1])
+    assert {"azureml.yaml", "azureml_local.yaml"} <= set(seen["launchers"])
+    assert not {"lettucify_schema.yaml", "schema"} & set(seen["store"])
+    assert seen["modules"] == []
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("azureml_local", [])])
@@ -201,7 +231,7 @@ def test_a_sweep_submits_one_validated_job_per_point(
                     for lr in ("0.001", "0.003", "0.01") for model in ("cnn16", "efficientnet_lite0")]
         assert [tag(job, "hydra.overrides") for job in jobs] == [" ".join(words) for words in expected]
         for num, (job, ret, folder) in enumerate(zip(jobs, returns, job_dirs(sweep_dir))):
-            assert job.command == f"{REMOTE} compute.launcher=torchrun {NODE_WORDS} data.root=${{{{inputs.data}}}}"
+            assert job.command == f"{REMOTE} compute.backend=torchrun {NODE_WORDS} data.root=${{{{inputs.data}}}}"
             assert job.compute == "lettucify-t4"
             assert job.resources.instance_count == 2
             assert job.distribution.process_count_per_instance == 1
@@ -242,7 +272,7 @@ def test_a_sweep_over_computes_uses_each_points_cluster(
     assert sorted(c.name for c in fake.compute.created) == ["lettucify-nc6", "lettucify-t4"]
     assert {job.experiment_name for job in jobs} == {"sweeps"}
     assert [sorted(job.inputs) for job in jobs] == [["hydra_job"]] * 2  # no data.azure_input, no data input
-    assert [job.command for job in jobs] == [f"{REMOTE} compute.launcher=torchrun"] * 2  # one node each
+    assert [job.command for job in jobs] == [f"{REMOTE} compute.backend=torchrun"] * 2  # one node each
     # Hydra's logging configuration sends the launcher's log to stdout.
     assert capsys.readouterr().out.count("STANDARD_NC6s_v3 is retired") == 1
 
@@ -311,7 +341,7 @@ def test_waiting_returns_what_each_task_returned_on_its_nodes(hydra_sweep_runner
         assert run_job_locally(job, tmp_path / "nodes" / name, paths={"run": str(folder)}) == 0
 
     def stand_in(cfg):  # for Lettucify's training: what each node's config says
-        return (cfg.optimizer.lr, cfg.compute.launcher.value, cfg.compute.node_rank, cfg.compute.master_addr,
+        return (cfg.optimizer.lr, cfg.compute.backend.value, cfg.compute.node_rank, cfg.compute.master_addr,
                 cfg.data.root, HydraConfig.get().runtime.output_dir)
 
     fake = fake_workspace(write_output=run_as_azure_would)
@@ -333,7 +363,8 @@ def test_other_apps_run_on_the_launchers_compute_and_failures_name_the_job(
     fake = fake_workspace(final_status="Failed")
     overrides = ["hydra/launcher=azureml", "group1=file1,file2", "hydra.launcher.wait=true",
                  "hydra.launcher.poll_interval_s=0", "hydra.launcher.compute.azure.cluster.name=cpu-cluster",
-                 "hydra.launcher.compute.azure.cluster.size=STANDARD_D4S_V3"]
+                 "hydra.launcher.compute.azure.cluster.size=STANDARD_D4S_V3",
+                 "+hydra.launcher.compute.instance_count=2"]  # beyond the plugin's defaults: added
     failed = r"Azure ML job fake-job-\d \(#\d, https://ml.azure.com/runs/fake-job-\d\) ended Failed"
     with pytest.raises(LettucifyError, match=failed):
         with sweep(hydra_sweep_runner, HYDRA_APP, tmp_path, overrides, task=lambda cfg: cfg.foo):
@@ -341,12 +372,21 @@ def test_other_apps_run_on_the_launchers_compute_and_failures_name_the_job(
     jobs = in_sweep_order(fake.jobs.submitted)
     assert [job.command for job in jobs] == [REMOTE] * 2  # no Lettucify overrides for another app
     assert [job.compute for job in jobs] == ["cpu-cluster"] * 2
+    assert [job.resources.instance_count for job in jobs] == [2, 2]
     assert [(c.name, c.size) for c in fake.compute.created] == [("cpu-cluster", "STANDARD_D4S_V3")]
     assert {job.experiment_name for job in jobs} == {"a_module"}  # hydra.job.name
     assert [ret.status for ret in launched] == [JobStatus.FAILED] * 2
     for num, ret in enumerate(launched):
         name = re.search(r"fake-job-\d+", str(ret._return_value)).group()
         assert tag(fake.names[name], "hydra.job.num") == str(num)
+
+
+def test_a_typo_in_the_launchers_compute_fails_naming_the_key(hydra_sweep_runner, tmp_path):
+    overrides = ["hydra/launcher=azureml", "+hydra.launcher.compute.instnce_count=2"]
+    typo = r"^hydra\.launcher\.compute\.instnce_count: Key 'instnce_count' not in 'AzureComputeConf'$"
+    with pytest.raises(LettucifyError, match=typo):
+        with sweep(hydra_sweep_runner, HYDRA_APP, tmp_path, overrides):
+            pass
 
 
 def test_a_dry_run_writes_the_jobs_and_submits_nothing(lettucify_task, hydra_sweep_runner, monkeypatch, tmp_path):
@@ -415,7 +455,7 @@ def test_lettucify_trains_each_point_here_and_returns_its_validation_accuracy(
     overrides = [
         "hydra/launcher=azureml_local", "compute=azure_t4", "model=cnn16", "model.input_size=32", "data=imagefolder",
         f"data.root={photos}", "data.batch_size=8", "trainer.epochs=1", "logger=none", "compute.device=cpu",
-        "compute.amp=false", "compute.pin_memory=false", "compute.backend=gloo", "compute.instance_count=1,2",
+        "compute.amp=false", "compute.pin_memory=false", "compute.process_group_backend=gloo", "compute.instance_count=1,2",
     ]
     with sweep(hydra_sweep_runner, LETTUCIFY, tmp_path, overrides, task=lettucify_task) as run:
         returns = run.returns[0]

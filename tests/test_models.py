@@ -21,7 +21,7 @@ from torch import nn
 
 from lettucify.config import REPO_ROOT
 from lettucify.models import CNN16, EfficientNetLite, create_imagenet_model
-from lettucify.models.efficientnet import map_state_dict, weights_file
+from lettucify.models.efficientnet import VARIANTS, map_state_dict, weights_file
 
 HOTDOG = 934  # ImageNet-1k "hotdog, hot dog, red hot"
 
@@ -45,6 +45,35 @@ def test_every_model_config_instantiates(model):
     net.eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 3, size, size)).shape == (1, 5)
+
+
+@pytest.mark.parametrize(
+    "target, problem",
+    [
+        ("torchvision.models.resnet18", "has no get_classifier() method"),  # a network, not a Lettucify one
+        ("collections.OrderedDict", "builds a OrderedDict, not a torch.nn.Module"),
+    ],
+)
+def test_a_model_that_breaks_the_contract_is_refused_when_built(target, problem):
+    from omegaconf import OmegaConf
+
+    from lettucify.errors import LettucifyError
+    from lettucify.models.build import build_model
+
+    with pytest.raises(LettucifyError) as err:
+        build_model(OmegaConf.create({"net": {"_target_": target}}), num_classes=4)
+    assert str(err.value) == f"model.net._target_={target} {problem} (see lettucify.models.Classifier)"
+
+
+def test_a_head_of_the_wrong_size_is_refused(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from lettucify.errors import LettucifyError
+    from lettucify.models.build import build_model
+
+    monkeypatch.setattr(CNN16, "get_classifier", lambda self: nn.Linear(2, 9))
+    with pytest.raises(LettucifyError, match="get_classifier\\(\\) has 9 outputs for 4 classes"):
+        build_model(OmegaConf.create({"net": {"_target_": "lettucify.models.cnn16.CNN16"}}), num_classes=4)
 
 
 # --------------------------------------------------------------------------- CNN16
@@ -235,3 +264,15 @@ def test_frozen_stages_freeze_the_stem_and_first_blocks_only():
     assert all(p.requires_grad for p in model.get_classifier().parameters())
     with pytest.raises(ValueError, match="frozen_stages"):
         EfficientNetLite(3, pretrained=False, frozen_stages=99)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_the_schema_allows_the_variants_and_stages_there_are(variant):
+    """lettucify/config.py imports no torch: its variants and block count are copies of these."""
+    from lettucify.config import EfficientNetLiteNetConf
+    from lettucify.validation import RULE
+
+    fields = EfficientNetLiteNetConf.__dataclass_fields__
+    assert fields["variant"].metadata[RULE].describe(None) == f"one of {', '.join(VARIANTS)}"
+    blocks = len(EfficientNetLite(3, variant=variant, pretrained=False).model.blocks)
+    assert fields["frozen_stages"].metadata[RULE].describe(None) == f"in [0, {blocks}]"

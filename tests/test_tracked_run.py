@@ -24,8 +24,8 @@ def tracked(tmp_path_factory):
     run_dir = base / "run"
     result = cli(
         run_dir, images, uri,
-        # A credential handed in through the environment, as a user might for a server.
-        "+logger.api_token=${oc.env:LETTUCIFY_TEST_TOKEN}",
+        # A credential handed in through the environment: a SAS URL of the photos' container.
+        "data.azure_input='https://fridge.blob.core.windows.net/food16?sv=2025-01-05&sig=${oc.env:LETTUCIFY_TEST_TOKEN}'",
         env_token=SECRET,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -97,7 +97,7 @@ def test_secret_from_the_environment_is_never_recorded(tracked):
     run_dir, uri, _, result = tracked
     (run,) = only_run(uri)
     assert params_and_tags_text(run).count(SECRET) == 0
-    assert run.data.params["logger.api_token"] == "***"
+    assert run.data.params["data.azure_input"].endswith("&sig=***")
     local = Path(client(uri).download_artifacts(run.info.run_id, "", str(run_dir.parent / "artifacts")))
     for path in local.rglob("*"):
         if path.is_file():
@@ -110,8 +110,18 @@ def params_and_tags_text(run) -> str:
     return json.dumps([run.data.params, run.data.tags, run.info.run_name])
 
 
+def test_the_console_has_lettucifys_lines_and_mlflows_go_to_the_log_file(tracked):
+    run_dir, _, _, result = tracked
+    log_file = (run_dir / "lettucify.log").read_text()
+    assert "model registry: registered fridge-test version 1 as @candidate" in result.stderr
+    for chatter in ("Successfully registered model 'fridge-test'", "Created version '1' of model"):
+        assert chatter not in result.stderr
+        assert chatter in log_file
+    assert "Downloading artifacts" not in result.stderr
+
+
 def test_registered_model_predicts_like_the_checkpoint(tracked):
-    from lettucify.evaluate.task import load_checkpoint_model
+    from lettucify.models.build import load_checkpoint_model
     from lettucify.tracking import load_registered
 
     run_dir, uri, _, _ = tracked
@@ -132,6 +142,7 @@ def test_evaluation_only_on_the_registered_version_reproduces_the_metrics(tracke
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Downloading artifacts" not in result.stderr
     trained = json.loads((run_dir / "metrics.json").read_text())
     evaluated = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("top1", "top5", "macro_f1", "macro_auc", "log_loss"):
@@ -163,5 +174,5 @@ def test_promote_task_moves_the_alias(tracked, tmp_path):
     missing = subprocess.run(command[:-2] + ["registry.name=nothing-here", f"hydra.run.dir={tmp_path}/2"],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2
-    assert "no registered model version nothing-here@candidate" in missing.stderr
+    assert "no registered model 'nothing-here' in sqlite:///" in missing.stderr
     assert "Traceback" not in missing.stderr

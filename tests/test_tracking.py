@@ -24,6 +24,7 @@ from lettucify.tracking import (
     git_state,
     is_secret_key,
     open_tracker,
+    register_model,
 )
 from lettucify.tracking.run import MAX_PARAM_VALUE, MAX_RUN_NAME, run_name
 
@@ -257,7 +258,7 @@ def test_null_tracker_does_nothing(tmp_path):
         tracker.log_metrics({"top1": 1.0})
         tracker.log_artifacts([tmp_path / "x"])
         tracker.set_tags({"a": "b"})
-        assert tracker.register_model(None, [], {}, None, cfg.registry, 1.0) is None
+        assert tracker.run_id is None
     assert not (tmp_path / "never").exists()
 
 
@@ -359,9 +360,9 @@ def registered(tmp_path_factory, template_db):
             mp.delenv(name, raising=False)
         with open_tracker(cfg.logger, cfg, tmp_path, overrides=[]) as tracker:
             tracker.log_metrics({"top1": 0.8, "top5": 1.0})
-            version = tracker.register_model(
+            version = register_model(
                 model, ["apple", "banana", "carrot"], {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3},
-                torch.rand(1, 3, 32, 32), cfg.registry, test_acc=0.8,
+                torch.rand(1, 3, 32, 32), cfg.registry, test_acc=0.8, run_id=tracker.run_id,
             )
             run_id = tracker.run_id
     assert model.training
@@ -423,7 +424,7 @@ def test_promote_moves_the_alias_and_records_provenance(registered):
     assert version.tags["promoted_from"] == "candidate"
     assert version.tags["promoted_run_id"] == registered["run_id"]
     assert float(version.tags["test_top1"]) == 0.8 and float(version.tags["test_top5"]) == 1.0
-    with pytest.raises(LettucifyError, match="to promote"):
+    with pytest.raises(LettucifyError, match="^food has no alias @nonexistent; aliases: candidate, champion$"):
         promote("food", from_alias="nonexistent", tracking_uri=registered["uri"])
 
 

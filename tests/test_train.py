@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import make_image_folder
-from lettucify.train import checkpoint as ckpt
+from lettucify import checkpoint as ckpt
 
 CLASSES = ("apple", "cheese", "lettuce")
 # Small and quick, but with enough steps per epoch that a signal lands mid-epoch.
@@ -137,7 +137,7 @@ def test_a_stop_during_the_last_step_of_an_epoch_ends_that_epoch_first(reference
     from hydra import compose, initialize_config_dir
 
     from lettucify.config import REPO_ROOT, register_configs
-    from lettucify.train import loop
+    from lettucify.train import loop, pipeline
 
     epoch_of_the_signal = 2
     calls = []
@@ -146,7 +146,7 @@ def test_a_stop_during_the_last_step_of_an_epoch_ends_that_epoch_first(reference
         stats = real_train_one_epoch(*args, **kwargs)
         calls.append(stats)
         if len(calls) == epoch_of_the_signal:
-            args[8].request(signal.SIGTERM)  # the GracefulStop, after the last step ran
+            kwargs["stop"].request(signal.SIGTERM)  # after the last step ran
         return stats
 
     real_train_one_epoch = loop.train_one_epoch
@@ -155,7 +155,7 @@ def test_a_stop_during_the_last_step_of_an_epoch_ends_that_epoch_first(reference
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=[*FAST, f"data.root={images}", f"paths.output_dir={tmp_path}"])
     with pytest.raises(SystemExit) as stopped:
-        loop.train(cfg)
+        pipeline.train(cfg)
     assert stopped.value.code == 75
     state = ckpt.load(tmp_path / "checkpoints" / ckpt.LAST)["state"]
     assert (state["epoch"], state["step_in_epoch"]) == (epoch_of_the_signal, 0)

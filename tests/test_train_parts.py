@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from lettucify.errors import CheckpointError
-from lettucify.train import checkpoint as ckpt
+from lettucify import checkpoint as ckpt
 from lettucify.train.progress import EpochProgress
-from lettucify.train.sampler import ResumableSampler
+from lettucify.data.sampler import ResumableSampler
 from lettucify.train.schedule import constant, warmup_cosine
 
 
@@ -80,6 +80,11 @@ def test_checkpoint_roundtrip_and_damaged_file(tmp_path):
         ckpt.load(path)
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         ckpt.resume_path(str(tmp_path / "missing.pt"), tmp_path)
+    (tmp_path / "passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    with pytest.raises(CheckpointError, match="passwd is not a Lettucify checkpoint .* checkpoints/last.pt"):
+        ckpt.load(tmp_path / "passwd")
+    with pytest.raises(CheckpointError, match="no checkpoint file at"):
+        ckpt.load(tmp_path)
     assert ckpt.resume_path("never", path.parent) is None
     assert ckpt.resume_path("auto", tmp_path / "empty") is None
 

@@ -106,7 +106,7 @@ def command_job(
     """One distributed command job: ``command`` (shell words, already quoted) run on each node.
 
     ``compute`` is an azureml compute config (Lettucify's compute=azure_*). With
-    ``lettucify_overrides`` each node's command also gets ``compute.launcher=torchrun``,
+    ``lettucify_overrides`` each node's command also gets ``compute.backend=torchrun``,
     the rendezvous on several nodes, and ``data.root`` at the mounted data input.
     Every job has one read-write output, ``run``, for what the nodes write back.
     """
@@ -115,7 +115,7 @@ def command_job(
     inputs = dict(inputs or {})
     words = list(command)
     if lettucify_overrides:
-        words.append("compute.launcher=torchrun")
+        words.append("compute.backend=torchrun")
         if compute.instance_count > 1:
             words += NODE_ARGS
     if azure_input:

@@ -1,7 +1,9 @@
-"""The data config's ``_target_``: from a DataConf to checked train, val and test datasets.
+"""The data config's ``_target_``: from a DataConf to checked datasets and their loaders.
 
-Constructing ``ImageFolderData`` only stores the config; ``setup`` finds (or downloads)
-the folder, scans it, splits off validation and builds the datasets.
+Constructing ``ImageFolderData`` only stores the config. ``scan`` finds (or downloads)
+the folder, checks every file and splits off validation: one process does it (rank 0)
+and hands the ``Scan`` to the others. ``build`` makes the datasets from a scan; the
+loaders come from ``train_loader`` and ``eval_loader``. ``setup`` is both, in one process.
 """
 
 from __future__ import annotations
@@ -9,16 +11,19 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from lettucify.config import AugmentConf, BadImagePolicy, DownloadConf
+from lettucify.config import AugmentConf, BadImagePolicy, DataConf, DownloadConf
 from lettucify.data.download import ensure_dataset, is_dataset
 from lettucify.data.images import load_rgb
+from lettucify.data.sampler import ResumableSampler
 from lettucify.data.scan import (
+    BadImage,
     Sample,
     check_same_classes,
     find_bad_images,
@@ -27,7 +32,7 @@ from lettucify.data.scan import (
     write_report,
 )
 from lettucify.data.transforms import eval_transform, train_transform
-from lettucify.errors import DataError
+from lettucify.errors import DataError, LettucifyError
 
 log = logging.getLogger(__name__)
 
@@ -119,73 +124,58 @@ def stratified_split(
     )
 
 
-class ImageFolderData:
-    """An ImageFolder dataset (``<root>/{train,test}/<class>/<image>``) built from a DataConf."""
+@dataclass
+class Scan:
+    """What checking the folder found: enough to build the datasets anywhere (it pickles)."""
 
-    def __init__(
-        self,
-        name: str,
-        root: Optional[str] = None,
-        download: Union[DownloadConf, Mapping, None] = None,
-        val_fraction: float = 0.15,
-        split_seed: int = 0,
-        batch_size: int = 32,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        on_bad_image: Union[BadImagePolicy, str] = BadImagePolicy.skip,
-        max_image_pixels: int = 40_000_000,
-        cache_images: bool = True,
-        augment: Union[AugmentConf, Mapping, None] = None,
-        azure_input: Optional[str] = None,  # read at submission (lettucify.azure), not here
-        *,
-        data_dir: Optional[str] = None,
-        cache_dir: Optional[str] = None,
-    ) -> None:
-        if not 0 <= val_fraction < 1:
-            raise DataError(f"data.val_fraction must be in [0, 1), not {val_fraction}")
-        self.name = name
-        self.configured_root = root
+    root: Path
+    classes: List[str]
+    train: List[Sample]
+    val: List[Sample]
+    test: List[Sample]
+    bad: List[BadImage]
+
+
+class ImageFolderData:
+    """An ImageFolder dataset (``<root>/{train,test}/<class>/<image>``) built from a DataConf.
+
+    Its settings are the DataConf's fields, with the schema's defaults; ``data_dir`` and
+    ``cache_dir`` (from ``paths``) are where a dataset without ``root`` is looked for.
+    """
+
+    def __init__(self, *, data_dir: Optional[str] = None, cache_dir: Optional[str] = None, **settings: Any) -> None:
+        conf = DataConf(**settings)
+        if not 0 <= conf.val_fraction < 1:
+            raise DataError(f"data.val_fraction must be in [0, 1), not {conf.val_fraction}")
         # instantiate(..., _convert_="all") passes nested configs as dicts.
-        self.download = DownloadConf(**download) if isinstance(download, Mapping) else download
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.num_workers = num_workers
-        self.on_bad_image = BadImagePolicy(on_bad_image)
-        self.max_image_pixels = max_image_pixels
-        self.cache_images = cache_images
-        self.augment = (
-            AugmentConf(**augment) if isinstance(augment, Mapping) else (augment or AugmentConf())
-        )
+        if isinstance(conf.download, Mapping):
+            conf.download = DownloadConf(**conf.download)
+        conf.augment = AugmentConf(**conf.augment) if isinstance(conf.augment, Mapping) else conf.augment
+        conf.on_bad_image = BadImagePolicy(conf.on_bad_image)
+        self.conf = conf
+        self.name = conf.name
         self.data_dir = data_dir
         self.cache_dir = cache_dir
-        # Set by setup().
+        # Set by build().
         self.root: Optional[Path] = None
         self.classes: List[str] = []
         self.train_set: Optional[TrainImages] = None
         self.val_set: Optional[EvalImages] = None
         self.test_set: Optional[EvalImages] = None
-        self.bad_images: list = []
+        self.bad_images: List[BadImage] = []
 
     def resolve_root(self) -> Tuple[Path, str]:
         """The dataset folder and where that choice came from, in the user's terms."""
-        if self.configured_root:
-            return Path(self.configured_root).expanduser(), "data.root"
+        if self.conf.root:
+            return Path(self.conf.root).expanduser(), "data.root"
         if self.data_dir:
             return Path(self.data_dir).expanduser() / self.name, "$LETTUCIFY_DATA_DIR"
         if self.cache_dir:
             return Path(self.cache_dir).expanduser() / "datasets" / self.name, "the cache"
         raise DataError(f"no folder for dataset {self.name}: set data.root=/path/to/{self.name}")
 
-    def setup(
-        self,
-        input_size: int,
-        mean: Sequence[float],
-        std: Sequence[float],
-        report_path: Optional[Path] = None,
-    ) -> None:
-        """Find, scan and split the data, then build the datasets.
+    def scan(self, report_path: Optional[Path] = None) -> Scan:
+        """Find (or download), check and split the data.
 
         Bad files are all reported before anything trains: under ``skip`` each is logged
         and left out, under ``fail`` the first one stops the run. ``report_path``, when
@@ -193,8 +183,8 @@ class ImageFolderData:
         """
         root, source = self.resolve_root()
         if not is_dataset(root):
-            if self.download is not None:
-                root = ensure_dataset(root, self.download, looked_in=[f"{root} ({source})"])
+            if self.conf.download is not None:
+                root = ensure_dataset(root, self.conf.download, looked_in=[f"{root} ({source})"])
             elif not root.is_dir():
                 raise DataError(
                     f"dataset folder {root} ({source}) does not exist: "
@@ -204,10 +194,10 @@ class ImageFolderData:
         test = list_split(root, "test")
         check_same_classes(train, test)
 
-        bad = find_bad_images([train, test], self.max_image_pixels)
+        bad = find_bad_images([train, test], self.conf.max_image_pixels)
         if report_path is not None:
             write_report(Path(report_path), bad)
-        if bad and self.on_bad_image is BadImagePolicy.fail:
+        if bad and self.conf.on_bad_image is BadImagePolicy.fail:
             raise DataError(
                 f"bad image {bad[0].path}: {bad[0].reason} "
                 f"({len(bad)} bad in all; data.on_bad_image=skip leaves them out)"
@@ -215,34 +205,69 @@ class ImageFolderData:
         for item in bad:
             log.warning("skipping bad image %s: %s", item.path, item.reason)
         train = without(train, bad)
-        test = without(test, bad)
-
         train_samples, val_samples = stratified_split(
-            train.samples, train.classes, self.val_fraction, self.split_seed
+            train.samples, train.classes, self.conf.val_fraction, self.conf.split_seed
         )
-        evaluate = eval_transform(input_size, mean, std)
-        cache_side = round(CACHE_SIDE_RATIO * input_size) if self.cache_images else None
-        self.root = root
-        self.classes = list(train.classes)
-        self.bad_images = bad
-        self.train_set = TrainImages(
-            train_samples,
-            train_transform(input_size, mean, std, self.augment),
-            self.max_image_pixels,
-            cache_side,
-        )
-        self.val_set = (
-            EvalImages(val_samples, evaluate, self.max_image_pixels, self.cache_images)
-            if val_samples
-            else None
-        )
-        self.test_set = EvalImages(test.samples, evaluate, self.max_image_pixels, self.cache_images)
+        scan = Scan(root, list(train.classes), train_samples, val_samples, without(test, bad).samples, bad)
         log.info(
             "%s: %d classes, %d train / %d val / %d test images in %s",
-            self.name,
-            len(self.classes),
-            len(train_samples),
-            len(val_samples),
-            len(test.samples),
-            root,
+            self.name, len(scan.classes), len(scan.train), len(scan.val), len(scan.test), root,
+        )
+        return scan
+
+    def build(self, scan: Scan, input_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        """The datasets of ``scan``, preprocessed for a model of ``input_size``, ``mean``, ``std``."""
+        conf = self.conf
+        evaluate = eval_transform(input_size, mean, std)
+        cache_side = round(CACHE_SIDE_RATIO * input_size) if conf.cache_images else None
+        self.root, self.classes, self.bad_images = scan.root, list(scan.classes), list(scan.bad)
+        self.train_set = TrainImages(
+            scan.train, train_transform(input_size, mean, std, conf.augment), conf.max_image_pixels, cache_side
+        )
+        self.val_set = EvalImages(scan.val, evaluate, conf.max_image_pixels, conf.cache_images) if scan.val else None
+        self.test_set = EvalImages(scan.test, evaluate, conf.max_image_pixels, conf.cache_images)
+
+    def setup(
+        self, input_size: int, mean: Sequence[float], std: Sequence[float], report_path: Optional[Path] = None
+    ) -> None:
+        """``scan`` then ``build``, in this process."""
+        self.build(self.scan(report_path), input_size, mean, std)
+
+    @property
+    def samples(self) -> List[Sample]:
+        """Every image of every split, for the dataset fingerprint."""
+        return [*self.train_set.samples, *(self.val_set.samples if self.val_set else []), *self.test_set.samples]
+
+    def train_loader(self, *, num_replicas: int, rank: int, seed: int, pin_memory: bool) -> DataLoader:
+        """This rank's share of each global batch of ``data.batch_size``, resumable mid-epoch
+        through its ``ResumableSampler`` (``loader.sampler``)."""
+        if self.conf.batch_size % num_replicas:
+            raise LettucifyError(
+                f"data.batch_size={self.conf.batch_size} is the global batch and must divide "
+                f"by the {num_replicas} processes"
+            )
+        return DataLoader(
+            self.train_set,
+            batch_size=self.conf.batch_size // num_replicas,
+            sampler=ResumableSampler(self.train_set, num_replicas=num_replicas, rank=rank, seed=seed),
+            num_workers=self.conf.num_workers,
+            pin_memory=pin_memory,
+            # Workers keep their decoded-image caches from one epoch to the next.
+            persistent_workers=self.conf.num_workers > 0,
+            # Its own generator: starting an epoch must not draw from the global one, whose
+            # state a mid-epoch checkpoint saves for dropout and the like.
+            generator=torch.Generator().manual_seed(seed),
+        )
+
+    def eval_loader(self, dataset: Dataset, *, pin_memory: bool = False) -> DataLoader:
+        """``dataset`` (a split, or a rank's shard of one) in order, ``data.eval_batch_size`` at a time."""
+        return DataLoader(
+            dataset,
+            batch_size=self.conf.eval_batch_size,
+            shuffle=False,
+            num_workers=self.conf.num_workers,
+            pin_memory=pin_memory,
+            # Its own generator: each pass draws a seed from it, and drawing from the global
+            # one would shift the state that a mid-epoch checkpoint saves.
+            generator=torch.Generator().manual_seed(0),
         )

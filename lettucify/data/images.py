@@ -12,14 +12,12 @@ from typing import Optional, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lettucify.config import DEFAULT_MAX_IMAGE_PIXELS as DEFAULT_MAX_PIXELS
 from lettucify.errors import DataError
 
 # ``open_checked`` compares the header's size with the configured limit before any
 # pixel is decoded; PIL's own limit would warn or refuse at another threshold.
 Image.MAX_IMAGE_PIXELS = None
-
-# Same as DataConf.max_image_pixels: the limit where no config says otherwise.
-DEFAULT_MAX_PIXELS = 40_000_000
 
 _SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Tuple
+from typing import Any, Callable, Tuple
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
@@ -48,29 +47,18 @@ def predict(
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def eval_loader(dataset: Dataset, cfg: DictConfig) -> DataLoader:
-    return DataLoader(
-        dataset,
-        batch_size=cfg.data.eval_batch_size,
-        shuffle=False,
-        num_workers=cfg.data.num_workers,
-        pin_memory=cfg.compute.pin_memory,
-        # Its own generator: evaluating must not draw from the global one (see train).
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-
-
 def predict_sharded(
-    model: nn.Module, dataset: Dataset, cfg: DictConfig, **kwargs
+    model: nn.Module, dataset: Dataset, make_loader: Callable[[Dataset], DataLoader], **kwargs: Any
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``predict`` over the whole dataset, each rank taking every world-size-th image.
+    """``predict`` over the whole dataset, each rank taking every world-size-th image
+    through ``make_loader(shard)`` (the data module's ``eval_loader``).
 
     Every image is counted exactly once, in dataset order, on every rank: unlike
     DistributedSampler, nothing is padded in to even out the shards.
     """
     rank, world = distributed.rank(), distributed.world_size()
     indices = list(range(rank, len(dataset), world))
-    logits, labels = predict(model, eval_loader(Subset(dataset, indices), cfg), **kwargs)
+    logits, labels = predict(model, make_loader(Subset(dataset, indices)), **kwargs)
     shards = distributed.gather_objects((indices, logits, labels))
     order = torch.tensor([i for shard_indices, _, _ in shards for i in shard_indices])
     all_logits = torch.cat([shard_logits for _, shard_logits, _ in shards])

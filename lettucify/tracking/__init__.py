@@ -9,7 +9,7 @@ mlflow when tracking is enabled, and the registry functions (``register_model``,
         tracker.log_epoch(record, step=record["epoch"])
         tracker.log_metrics({"top1": 0.91})            # -> test_top1
         tracker.log_artifacts([run_dir / "metrics.json"])
-        tracker.register_model(model, classes, preprocess, images, cfg.registry, test_acc)
+        register_model(model, classes, preprocess, images, cfg.registry, test_acc, run_id=tracker.run_id)
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from lettucify.tracking.run import (
     NullTracker,
     Tracker,
     dataset_fingerprint,
-    default_tracking_uri,
+    end_orphaned_runs,
     git_state,
     open_tracker,
-    resolve_tracking_uri,
 )
 from lettucify.tracking.secrets import MASK, Masker, is_secret_key
+from lettucify.tracking.store import default_tracking_uri, resolve_tracking_uri
 
-_REGISTRY = ("register_model", "promote", "load_registered", "ExportedModel", "pip_requirements")
+_REGISTRY = ("register_model", "registered_versions", "promote", "load_registered", "ExportedModel", "pip_requirements")
 
 __all__ = [
     "MASK",
@@ -38,6 +38,7 @@ __all__ = [
     "Tracker",
     "dataset_fingerprint",
     "default_tracking_uri",
+    "end_orphaned_runs",
     "git_state",
     "is_secret_key",
     "open_tracker",

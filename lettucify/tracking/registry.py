@@ -25,7 +25,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from lettucify.errors import LettucifyError
-from lettucify.tracking.run import resolve_tracking_uri
+from lettucify.tracking.secrets import Masker
+from lettucify.tracking.store import client as _client
+from lettucify.tracking.store import resolve_tracking_uri, setting
 
 log = logging.getLogger(__name__)
 
@@ -90,19 +92,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model
 
 
-def _cfg(registry_cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(registry_cfg, Mapping):
-        return registry_cfg.get(key, default)
-    return getattr(registry_cfg, key, default)
-
-
-def _client(tracking_uri: Optional[str]) -> Any:
-    import mlflow
-
-    uri = resolve_tracking_uri(tracking_uri)
-    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-
-
 def register_model(
     model: nn.Module,
     classes: Sequence[str],
@@ -121,12 +110,12 @@ def register_model(
     ``example_input`` is a batch of preprocessed images (one or more); the model is
     exported on the CPU in eval mode (a copy: ``model`` itself is left as it is).
     """
-    if registry_cfg is None or not _cfg(registry_cfg, "enabled", True):
+    if registry_cfg is None or not setting(registry_cfg, "enabled", True):
         log.info("model registry: not registering (registry.enabled=false)")
         return None
-    name = _cfg(registry_cfg, "name")
-    alias = _cfg(registry_cfg, "alias") or "candidate"
-    min_accuracy = _cfg(registry_cfg, "min_accuracy")
+    name = setting(registry_cfg, "name")
+    alias = setting(registry_cfg, "alias") or "candidate"
+    min_accuracy = setting(registry_cfg, "min_accuracy")
     if min_accuracy is not None and (test_acc is None or test_acc < min_accuracy):
         log.info(
             "model registry: not registering %s: test accuracy %s is below registry.min_accuracy=%s",
@@ -191,6 +180,14 @@ def register_model(
     return client.get_model_version(name, version)
 
 
+def registered_versions(name: str, run_id: Optional[str], tracking_uri: Optional[str] = None) -> List[str]:
+    """The versions of ``name`` that ``run_id`` registered (none for an unknown model)."""
+    if run_id is None:
+        return []
+    versions = _client(tracking_uri).search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return sorted((str(v.version) for v in versions), key=int)
+
+
 def promote(
     name: str,
     from_alias: str = "candidate",
@@ -207,10 +204,7 @@ def promote(
     from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
-    try:
-        version = client.get_model_version_by_alias(name, from_alias)
-    except MlflowException as err:
-        raise LettucifyError(f"no registered model version {name}@{from_alias} to promote") from err
+    version = _model_version(client, name, alias=from_alias)
     try:
         previous = client.get_model_version_by_alias(name, to_alias).version
     except MlflowException:
@@ -231,6 +225,35 @@ def promote(
     client.set_registered_model_alias(name, to_alias, version.version)
     log.info("model registry: %s version %s is now @%s (was @%s)", name, version.version, to_alias, from_alias)
     return client.get_model_version(name, version.version)
+
+
+def _model_version(client: Any, name: str, alias: Optional[str] = None, version: Optional[str] = None) -> Any:
+    """The ``ModelVersion`` of ``name`` at ``alias`` (else number ``version``); a
+    LettucifyError saying what there is instead when the model, alias or version is not there."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    except MlflowException as err:
+        failure = err
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        names = sorted(m.name for m in client.search_registered_models())
+        raise LettucifyError(
+            f"no registered model {name!r} in {Masker().text(client._registry_uri)}; "
+            f"registered: {', '.join(names) or 'none'}"
+        ) from None
+    if alias:
+        if alias not in model.aliases:
+            aliases = ", ".join(sorted(model.aliases)) or "none"
+            raise LettucifyError(f"{name} has no alias @{alias}; aliases: {aliases}")
+    else:
+        versions = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        if int(version) not in versions:
+            listed = ", ".join(map(str, versions)) or "none"
+            raise LettucifyError(f"{name} has no version {version}; versions: {listed}")
+    raise failure  # the model, alias and version are there: something else went wrong
 
 
 @contextmanager
@@ -265,7 +288,7 @@ def load_registered(
     if match:
         # Resolved here with an explicit client, not through MLflow's process-wide registry URI.
         client = _client(tracking_uri)
-        version = match["version"] or client.get_model_version_by_alias(match["name"], match["alias"]).version
+        version = _model_version(client, match["name"], match["alias"], match["version"]).version
         source = client.get_model_version_download_uri(match["name"], version)
     with tempfile.TemporaryDirectory(prefix="lettucify-model-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri))

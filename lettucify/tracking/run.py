@@ -10,7 +10,6 @@ import hashlib
 import logging
 import numbers
 import os
-import re
 import socket
 import subprocess
 import time
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lettucify.config import REPO_ROOT
 from lettucify.tracking.secrets import MASK, Masker, flatten, is_secret_key
+from lettucify.tracking.store import artifact_location, setting, use_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -32,45 +32,6 @@ MAX_TAG_VALUE = 8000
 MAX_RUN_NAME = 250
 MAX_ERROR = 1000
 _BATCH = 100  # params or metrics per log_batch call
-
-
-# --------------------------------------------------------------------------- where
-def default_tracking_uri() -> str:
-    return f"sqlite:///{REPO_ROOT / 'outputs' / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(uri: Optional[str] = None) -> str:
-    """``uri``, else ``$MLFLOW_TRACKING_URI`` (set inside Azure ML jobs), else the SQLite default."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-
-
-def _sqlite_path(uri: str) -> Optional[Path]:
-    if not uri.startswith("sqlite:///") or ":memory:" in uri:
-        return None
-    return Path(uri[len("sqlite:///"):]).expanduser().resolve()
-
-
-def _artifact_location(uri: str, experiment_name: str) -> Optional[str]:
-    """For a SQLite store, artifacts go beside the database (MLflow's default is ./mlruns of
-    whatever folder the command runs in); a server decides for itself."""
-    db = _sqlite_path(uri)
-    if db is None:
-        return None
-    folder = re.sub(r"[^A-Za-z0-9._-]+", "_", experiment_name).strip("._") or "experiment"
-    return (db.parent / "mlartifacts" / folder).as_uri()
-
-
-def use_tracking_uri(uri: Optional[str] = None) -> str:
-    """Point this process's MLflow (tracking and registry) at ``resolve_tracking_uri(uri)``."""
-    import mlflow
-
-    uri = resolve_tracking_uri(uri)
-    db = _sqlite_path(uri)
-    if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(os.environ.get("MLFLOW_REGISTRY_URI") or uri)
-    return uri
 
 
 # --------------------------------------------------------------------------- what
@@ -169,17 +130,78 @@ def one_line(text: str, limit: int = MAX_ERROR) -> str:
     return _truncate(" ".join(text.split()), limit)
 
 
-def _get(node: Any, key: str, default: Any = None) -> Any:
-    """``node.key`` for a DictConfig, a mapping or a dataclass; ``default`` when absent."""
-    if isinstance(node, DictConfig):
-        return OmegaConf.select(node, key, default=default)
-    if isinstance(node, Mapping):
-        return node.get(key, default)
-    return getattr(node, key, default)
-
-
 def _numeric(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------- orphans
+HOST_TAG = "lettucify.host"
+PID_TAG = "lettucify.pid"
+PROCESS_START_TAG = "lettucify.process_start"
+NOTE_TAG = "lettucify.note"
+
+
+def process_start(pid: int) -> Optional[str]:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None if unknown.
+
+    With the pid it names one process: a pid reused after a reboot or a wrap-around
+    has another start time.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22, counting from the name's end
+
+
+def process_tags() -> Dict[str, str]:
+    pid = os.getpid()
+    tags = {HOST_TAG: socket.gethostname(), PID_TAG: str(pid)}
+    started = process_start(pid)
+    if started is not None:
+        tags[PROCESS_START_TAG] = started
+    return tags
+
+
+def process_gone(pid: int, started: Optional[str]) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return started is not None and process_start(pid) not in (None, started)
+
+
+def end_orphaned_runs(client: Any, keep: Optional[str] = None) -> List[str]:
+    """End as KILLED every RUNNING run of the store whose process on this host is gone.
+
+    Runs of other hosts are left alone: their processes cannot be checked from here.
+    Returns the ids of the runs ended.
+    """
+    host = socket.gethostname()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    runs = client.search_runs(
+        experiments, filter_string=f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'", max_results=1000
+    )
+    ended = []
+    for run in runs:
+        tags = run.data.tags
+        if run.info.run_id == keep or not tags.get(PID_TAG, "").isdigit():
+            continue
+        pid = int(tags[PID_TAG])
+        if not process_gone(pid, tags.get(PROCESS_START_TAG)):
+            continue
+        note = (f"ended as KILLED by Lettucify: its process {pid} on {host} stopped without ending the run "
+                f"(killed); resuming the training in {tags.get('run_dir', 'its run folder')} continues this run")
+        client.set_tag(run.info.run_id, NOTE_TAG, note)
+        client.set_terminated(run.info.run_id, status="KILLED")
+        log.warning("MLflow: run %s was left RUNNING by process %d, which is gone; ended it as KILLED",
+                    run.info.run_id, pid)
+        ended.append(run.info.run_id)
+    return ended
 
 
 # --------------------------------------------------------------------------- trackers
@@ -207,20 +229,25 @@ class NullTracker:
     def log_artifacts(self, paths: Iterable[Union[str, Path]], artifact_path: Optional[str] = None) -> None:
         pass
 
-    def register_model(self, *args: Any, **kwargs: Any) -> None:
-        log.info("model registry: not registering (logger.enabled=false)")
-        return None
 
 
 class MlflowTracker:
     """An MLflow run around a training run. Use through :func:`open_tracker`.
 
-    On enter: experiment, run (or the run already active / named by ``$MLFLOW_RUN_ID``),
-    params, tags and the config artifact. On exit the run ends FINISHED, FAILED (an
-    exception; its message in the ``error`` tag) or KILLED (``SystemExit`` with a
-    non-zero status, ``KeyboardInterrupt``); the exception propagates. A run this
-    tracker attached to because it was already active in this process is left
-    running for its owner to end.
+    On enter: experiment, run, params, tags and the config artifact. The run is, in
+    order: the run already active in this process, the one ``$MLFLOW_RUN_ID`` names
+    (Azure ML jobs), the one ``resume_run_id`` names (a resumed training continues
+    the run its checkpoint recorded, metrics at the next epoch's step), else a new one.
+    On exit the run ends FINISHED, FAILED (an exception; its message in the ``error``
+    tag) or KILLED (``SystemExit`` with a non-zero status, ``KeyboardInterrupt``); the
+    exception propagates. A run this tracker attached to because it was already active
+    in this process is left running for its owner to end.
+
+    A process killed outright (SIGKILL, out of memory, power) cannot end its run, so
+    each run records its host and process (tags ``lettucify.host``, ``lettucify.pid``,
+    ``lettucify.process_start``). Opening a tracker ends every RUNNING run of the
+    store whose process on this host is gone as KILLED, with a ``lettucify.note``;
+    resuming that training later continues (and reopens) the same run.
 
     Logging during the run (epochs, metrics, artifacts) warns instead of raising: a
     tracking-server hiccup must not cost the training run.
@@ -234,8 +261,10 @@ class MlflowTracker:
         cfg: Optional[DictConfig],
         run_dir: Union[str, Path],
         overrides: Optional[Sequence[str]] = None,
+        resume_run_id: Optional[str] = None,
     ) -> None:
         self.logger_cfg = logger_cfg
+        self.resume_run_id = resume_run_id
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.overrides = list(overrides) if overrides is not None else hydra_overrides()
@@ -244,6 +273,8 @@ class MlflowTracker:
         self.run_id: Optional[str] = None
         self._owns_run = False
         self._fresh_run = False
+        # Whether this process's host and pid are the run's (not Azure ML's run, nor an active one).
+        self._owns_process = False
         self._client: Any = None
 
     # ------------------------------------------------------------------ enter / exit
@@ -258,7 +289,7 @@ class MlflowTracker:
         if active is not None:  # its owner chose the store: keep it
             self.tracking_uri = mlflow.get_tracking_uri()
         else:
-            self.tracking_uri = use_tracking_uri(_get(self.logger_cfg, "tracking_uri"))
+            self.tracking_uri = use_tracking_uri(setting(self.logger_cfg, "tracking_uri"))
         self._client = mlflow.MlflowClient()
         if active is not None:
             run = active
@@ -267,18 +298,24 @@ class MlflowTracker:
             run = mlflow.start_run(run_id=os.environ["MLFLOW_RUN_ID"])
             self._owns_run = True
             log.info("MLflow: attaching to run %s ($MLFLOW_RUN_ID)", run.info.run_id)
+        elif self.resume_run_id and self._run_exists(self.resume_run_id):
+            run = mlflow.start_run(run_id=self.resume_run_id)
+            self._owns_run = True
+            self._owns_process = True
+            log.info("MLflow: continuing run %s, which the checkpoint recorded", run.info.run_id)
         else:
-            experiment = _get(self.logger_cfg, "experiment_name") or "lettucify"
+            experiment = setting(self.logger_cfg, "experiment_name") or "lettucify"
             experiment_id = self._experiment_id(experiment)
-            name = _get(self.logger_cfg, "run_name") or run_name(experiment, self.overrides, self.masker)
+            name = setting(self.logger_cfg, "run_name") or run_name(experiment, self.overrides, self.masker)
             run = mlflow.start_run(experiment_id=experiment_id, run_name=self.masker.text(name))
-            self._owns_run = self._fresh_run = True
+            self._owns_run = self._fresh_run = self._owns_process = True
         self.run_id = run.info.run_id
         try:
             self._log_start(masked)
         except BaseException as err:
             self._end(err)
             raise
+        self._quietly(end_orphaned_runs, self._client, keep=self.run_id)
         log.info("MLflow run %s in %s", self.run_id, self._redacted_uri())
         return self
 
@@ -336,7 +373,7 @@ class MlflowTracker:
         if experiment is None:
             try:
                 return self._client.create_experiment(
-                    name, artifact_location=_artifact_location(self.tracking_uri, name)
+                    name, artifact_location=artifact_location(self.tracking_uri, name)
                 )
             except MlflowException:  # created meanwhile by a concurrent run
                 experiment = self._client.get_experiment_by_name(name)
@@ -347,6 +384,19 @@ class MlflowTracker:
                 f"MLflow experiment {name!r} is deleted; restore it or set logger.experiment_name"
             )
         return experiment.experiment_id
+
+    def _run_exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._client.get_run(run_id)
+        except MlflowException:
+            run = None
+        if run is None or run.info.lifecycle_stage != "active":
+            log.warning("MLflow: the checkpoint's run %s is not in %s (or is deleted); starting a new run",
+                        run_id, self._redacted_uri())
+            return False
+        return True
 
     def _log_start(self, masked: Dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -364,8 +414,9 @@ class MlflowTracker:
             **git_state(REPO_ROOT),
             "host": socket.gethostname(),
             "run_dir": str(self.run_dir),
+            **(process_tags() if self._owns_process else {}),
         }
-        tags["device"] = describe_device(str(_get(_get(self.cfg, "compute"), "device") or "cpu"))
+        tags["device"] = describe_device(str(setting(setting(self.cfg, "compute"), "device") or "cpu"))
         if self.overrides:
             tags["hydra_overrides"] = " ".join(mask_override(o, self.masker) for o in self.overrides)
         self.set_tags(tags, quiet=False)
@@ -434,12 +485,6 @@ class MlflowTracker:
             else:
                 log.info("MLflow: no artifact %s, skipped", path)
 
-    def register_model(self, *args: Any, **kwargs: Any) -> Any:
-        """:func:`lettucify.tracking.registry.register_model` with this run."""
-        from lettucify.tracking.registry import register_model
-
-        return register_model(*args, run_id=self.run_id, **kwargs)
-
 
 Tracker = Union[NullTracker, MlflowTracker]
 
@@ -449,12 +494,14 @@ def open_tracker(
     cfg: Optional[DictConfig],
     run_dir: Union[str, Path],
     overrides: Optional[Sequence[str]] = None,
+    resume_run_id: Optional[str] = None,
 ) -> Tracker:
     """The tracker for a run: ``with open_tracker(cfg.logger, cfg, run_dir) as tracker: ...``.
 
     ``overrides``: the command-line overrides for the run name; by default Hydra's
-    (when Hydra is running), else none.
+    (when Hydra is running), else none. ``resume_run_id``: the run to continue (a
+    resumed checkpoint's), when it is still in the store.
     """
-    if logger_cfg is None or not _get(logger_cfg, "enabled", True):
+    if logger_cfg is None or not setting(logger_cfg, "enabled", True):
         return NullTracker()
-    return MlflowTracker(logger_cfg, cfg, run_dir, overrides)
+    return MlflowTracker(logger_cfg, cfg, run_dir, overrides, resume_run_id)

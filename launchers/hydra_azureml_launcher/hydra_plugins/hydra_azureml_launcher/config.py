@@ -1,27 +1,22 @@
 """The launcher's options, registered as hydra/launcher=azureml and hydra/launcher=azureml_local.
 
-Hydra imports this module whenever it scans for plugins, so it imports nothing heavy:
-Lettucify's config schema is hydra and omegaconf only.
+Hydra imports this module whenever it scans for plugins, in every Hydra app of the
+environment, so it imports nothing of Lettucify's: its schemas would land in that app's
+ConfigStore.
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it
 # is in sys.modules, where dataclasses look string annotations up.
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-
-from lettucify.config import AzureClusterConf, AzureComputeConf, AzureConf
 
 
 class Backend(str, Enum):
     azure = "azure"  # submit each sweep point to an Azure ML workspace
     local = "local"  # run each point's job here, as its nodes would run on the cluster
-
-
-def default_compute() -> AzureComputeConf:
-    return AzureComputeConf(azure=AzureConf(cluster=AzureClusterConf(name="lettucify-t4", size="STANDARD_NC4AS_T4_V3")))
 
 
 @dataclass
@@ -38,7 +33,11 @@ class AzureMLLauncherConf:
     experiment_name: Optional[str] = None
     # The cluster, environment and job shape for apps whose config has no Azure compute
     # of its own; a Lettucify sweep point with compute=azure_* uses its own compute.
-    compute: AzureComputeConf = field(default_factory=default_compute)
+    # Not typed AzureComputeConf, which this module must not import: keys beyond these are
+    # added with +, and that schema checks and completes the whole at launch.
+    compute: Any = field(
+        default_factory=lambda: {"azure": {"cluster": {"name": "lettucify-t4", "size": "STANDARD_NC4AS_T4_V3"}}}
+    )
 
 
 @dataclass

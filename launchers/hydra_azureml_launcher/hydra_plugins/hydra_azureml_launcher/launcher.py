@@ -7,8 +7,9 @@ point's own compute when it is Lettucify's compute=azure_*, else hydra.launcher.
 The ``azure`` backend submits the jobs; the ``local`` backend runs each job's exact
 command here, one process per node, as lettucify.azure.local does.
 
-Hydra imports this module whenever it scans for plugins: azure-ai-ml, cloudpickle and
-Lettucify's Azure code are imported in launch().
+Hydra imports this module whenever it scans for plugins, in every Hydra app of the
+environment: azure-ai-ml, cloudpickle and all of Lettucify are imported when a sweep is
+launched (setup() and launch()).
 """
 
 # No `from __future__ import annotations`: Hydra's plugin scan runs this module before it
@@ -32,9 +33,7 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrid
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-
-from lettucify.config import REPO_ROOT
-from lettucify.errors import LettucifyError
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import Backend
 from .remote import RETURN_FILE
@@ -78,6 +77,9 @@ class Point:
 
 
 def plugin_pythonpath() -> str:
+    from lettucify.config import REPO_ROOT
+    from lettucify.errors import LettucifyError
+
     try:
         return PLUGIN_ROOT.relative_to(REPO_ROOT).as_posix()
     except ValueError:
@@ -97,9 +99,6 @@ class AzureMLLauncher(Launcher):
         experiment_name: Optional[str],
         compute: DictConfig,
     ) -> None:
-        if max_concurrent < 1 or poll_interval_s < 0:
-            raise LettucifyError(f"hydra.launcher: max_concurrent={max_concurrent} must be at least 1 and "
-                                 f"poll_interval_s={poll_interval_s} at least 0")
         self.backend = Backend(backend)
         self.wait = wait
         self.max_concurrent = max_concurrent
@@ -113,6 +112,19 @@ class AzureMLLauncher(Launcher):
         self.task_function: Optional[TaskFunction] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from lettucify.config import AzureComputeConf
+        from lettucify.errors import LettucifyError
+
+        if self.max_concurrent < 1 or self.poll_interval_s < 0:
+            raise LettucifyError(f"hydra.launcher: max_concurrent={self.max_concurrent} must be at least 1 and "
+                                 f"poll_interval_s={self.poll_interval_s} at least 0")
+        try:
+            # The plugin's own default names a cluster only; the schema checks the rest and fills it in.
+            self.compute = OmegaConf.merge(OmegaConf.structured(AzureComputeConf), self.compute)
+        except OmegaConfBaseException as err:
+            key = ".".join(filter(None, ("hydra.launcher.compute", err.full_key)))
+            reason = str(err).partition("\n")[0]  # OmegaConf's further lines repeat the key
+            raise LettucifyError(f"{key}: {reason}") from None
         self.config = config
         self.hydra_context = hydra_context
         self.task_function = task_function
@@ -160,7 +172,7 @@ class AzureMLLauncher(Launcher):
             "singleton_state": shipped,
         }))
 
-        lettucify_compute = OmegaConf.select(config, "compute.launcher") == "azureml"
+        lettucify_compute = OmegaConf.select(config, "compute.backend") == "azureml"
         compute = config.compute if lettucify_compute else self.compute
         if lettucify_compute and self.backend == Backend.azure:
             warn_if_local_data(config)
@@ -185,6 +197,7 @@ class AzureMLLauncher(Launcher):
     def run_here(self, points: List[Point]) -> List[JobReturn]:
         from lettucify.azure.entities import RUN_OUTPUT
         from lettucify.azure.local import run_job_locally
+        from lettucify.errors import LettucifyError
 
         # The jobs' processes run in sessions of their own, out of Ctrl-C's reach: this stops them.
         stop = threading.Event()
@@ -212,6 +225,7 @@ class AzureMLLauncher(Launcher):
     def submit(self, points: List[Point]) -> List[JobReturn]:
         from lettucify.azure import client, entities
         from lettucify.azure.submit import warn_if_retired
+        from lettucify.errors import LettucifyError
 
         clusters = {p.compute.azure.cluster.name: p.compute for p in points}
         for compute in clusters.values():
@@ -304,6 +318,7 @@ class AzureMLLauncher(Launcher):
         """The JobReturn that the job's node 0 wrote to its output, or a failure naming the job."""
         from lettucify.azure import client
         from lettucify.azure.entities import RUN_OUTPUT
+        from lettucify.errors import LettucifyError
 
         where = f"Azure ML job {job.name} (#{point.num}, {job.studio_url})"
         if status != client.COMPLETED:

@@ -1,4 +1,4 @@
-"""Where the work runs in this process: device, threads and host-memory behaviour."""
+"""This process's device, threads, mixed precision and host-memory behaviour."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import logging
 import sys
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig
@@ -46,3 +47,8 @@ def setup_compute(compute: DictConfig) -> torch.device:
     if compute.reuse_host_memory and not keep_freed_host_memory():
         log.info("compute.reuse_host_memory: not glibc, left the allocator as it is")
     return device
+
+
+def amp_dtype(compute: DictConfig) -> Optional[torch.dtype]:
+    """The autocast dtype, or None when mixed precision is off."""
+    return getattr(torch, compute.amp_dtype) if compute.amp else None

@@ -71,15 +71,25 @@ def copy_atomic(src: Path, dst: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+# What a user who named the wrong file should point at instead.
+_WHICH = "a run folder's checkpoints/last.pt or checkpoints/best.pt"
+
+
 def load(path: Path, map_location: str | torch.device = "cpu") -> Dict[str, Any]:
     if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+        raise CheckpointError(f"no checkpoint file at {path}: give {_WHICH}")
+    # torch.save writes a zip archive; a file that does not start as one never was a checkpoint.
+    with open(path, "rb") as f:
+        is_zip = f.read(4) == _ZIP_MAGIC
+    if not is_zip:
+        raise CheckpointError(f"{path} is not a Lettucify checkpoint (not a file torch.save wrote): give {_WHICH}")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for a damaged or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from err
+        raise CheckpointError(f"cannot read checkpoint {path} (damaged?): {str(err).splitlines()[0]}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is not a Lettucify checkpoint (format {FORMAT_VERSION})")
+        raise CheckpointError(f"{path} is not a Lettucify checkpoint (format {FORMAT_VERSION}): give {_WHICH}")
     return payload
 
 

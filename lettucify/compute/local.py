@@ -1,0 +1,13 @@
+"""``compute.backend=local``: train in this process."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from omegaconf import DictConfig
+
+
+def launch(cfg: DictConfig) -> Optional[float]:
+    from lettucify.train.pipeline import train
+
+    return train(cfg)

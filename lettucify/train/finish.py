@@ -1,0 +1,66 @@
+"""What follows the fit: the test evaluation, its files, the tracked metrics and the registry."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig
+
+from lettucify import checkpoint as ckpt
+from lettucify import distributed
+from lettucify.evaluate.predict import predict_sharded
+from lettucify.evaluate.report import write_evaluation
+from lettucify.models.build import preprocessing
+from lettucify.tracking import Tracker
+from lettucify.train.loop import Fit, eval_options
+
+log = logging.getLogger(__name__)
+
+
+def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Optional[float]:
+    """Test the selected checkpoint, write and log the evaluation, register the model.
+
+    Returns the selected checkpoint's validation accuracy, the score sweepers optimise.
+    """
+    state, run_dir = run.state, run.checkpoint_dir.parent
+    use_best = cfg.trainer.select == "best" and state.best_val_acc is not None
+    if use_best:
+        distributed.barrier()  # rank 0 has written best.pt
+        run.model.load_state_dict(ckpt.load(run.checkpoint_dir / ckpt.BEST, run.device)["model"])
+    test_set = run.data.test_set
+    logits, labels = predict_sharded(run.model, test_set, run.data.eval_loader, **eval_options(cfg, run.device))
+    if distributed.is_main():
+        metrics = write_evaluation(logits, labels, run.data.classes, test_set.samples, run_dir, history=state.history)
+        log.info(
+            "test top-1 %.4f, top-5 %.4f, macro-F1 %.4f, macro AUC %.4f with %s (%d images); report in %s",
+            metrics["top1"], metrics["top5"], metrics["macro_f1"], metrics["macro_auc"] or float("nan"),
+            ckpt.BEST if use_best else ckpt.LAST, len(labels), run_dir,
+        )
+        tracker.log_metrics(metrics)
+        tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]])
+        register(cfg, run, tracker, metrics["top1"])
+    return state.best_val_acc if use_best else state.history[-1].get("val_acc") if state.history else None
+
+
+def register(cfg: DictConfig, run: Fit, tracker: Tracker, test_acc: float) -> None:
+    """A new registry version of the tested model, unless there is nothing new to register."""
+    if not tracker.enabled:
+        log.info("model registry: not registering (logger.enabled=false)")
+        return
+    if run.state.steps == 0:
+        log.warning("model registry: not registering: the model trained no step")
+        return
+    from lettucify.tracking.registry import register_model, registered_versions
+
+    earlier = registered_versions(cfg.registry.name, tracker.run_id, cfg.logger.tracking_uri)
+    if earlier:  # a resumed run that had finished already
+        log.info("model registry: this run is already %s version %s; not registering it again",
+                 cfg.registry.name, ", ".join(earlier))
+        return
+    test_set = run.data.test_set
+    example = torch.stack([test_set[i][0] for i in range(min(2, len(test_set)))])
+    register_model(run.model, run.data.classes, preprocessing(cfg.model), example, cfg.registry, test_acc,
+                   run_id=tracker.run_id)
