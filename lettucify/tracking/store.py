@@ -74,7 +74,8 @@ def use_tracking_uri(uri: Optional[str] = None) -> str:
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(registry_uri(uri))
+    # No set_registry_uri: it would export $MLFLOW_REGISTRY_URI for the rest of the process,
+    # and MLflow's registry already follows the tracking URI (or a user's own variable).
     return uri
 
 
