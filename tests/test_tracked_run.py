@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -176,3 +185,120 @@ def test_promote_task_moves_the_alias(tracked, tmp_path):
     assert missing.returncode == 2
     assert "no registered model 'nothing-here' in sqlite:///" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+# --------------------------------------------------------------------------- the version as a pyfunc
+@pytest.fixture(scope="module")
+def test_photos(tracked):
+    """The test photos, as base64, and what the checkpoint says of them through evaluation's
+    decoding and eval_transform: (base64 strings, labels, probabilities)."""
+    from lettucify.data.images import load_rgb
+    from lettucify.data.transforms import eval_transform
+    from lettucify.models.build import load_checkpoint_model
+
+    run_dir, _, images, _ = tracked
+    paths = sorted((images / "test").rglob("*.jpg"))
+    eager, classes, preprocess, _ = load_checkpoint_model(run_dir / "checkpoints" / "last.pt")
+    transform = eval_transform(preprocess["input_size"], preprocess["mean"], preprocess["std"])
+    with torch.no_grad():
+        logits = eager.eval()(torch.stack([transform(load_rgb(path)) for path in paths]))
+    probabilities = torch.softmax(logits.double(), dim=1).numpy()
+    labels = [classes[i] for i in probabilities.argmax(axis=1)]
+    assert labels == [path.parent.name for path in paths]  # a trained model: the "right label" is the class
+    return [base64.b64encode(path.read_bytes()).decode() for path in paths], labels, probabilities
+
+
+def mlflow_env(uri: str) -> dict:
+    """This environment with MLflow's store (tracking and registry) at ``uri``."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
+
+
+# Run in a fresh process: which distributions Lettucify's own code imports while MLflow
+# loads the version and predicts, and where that code came from.
+PYFUNC_PROCESS = """
+import builtins, importlib.metadata, json, sys
+imported = set()
+real_import = builtins.__import__
+def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and (globals or {}).get("__name__", "").startswith("lettucify"):
+        imported.add(name.partition(".")[0])
+    return real_import(name, globals, locals, fromlist, level)
+builtins.__import__ = recording_import
+import mlflow.pyfunc
+model = mlflow.pyfunc.load_model("models:/fridge-test@candidate")
+predictions = model.predict(json.load(sys.stdin))
+import lettucify
+names = importlib.metadata.packages_distributions()
+third_party = {d for n in imported - set(sys.stdlib_module_names) - {"lettucify"} for d in names.get(n, [n])}
+print(json.dumps({"code": lettucify.__file__, "imports": sorted(third_party),
+                  "labels": predictions["label"].tolist(), "probabilities": predictions["probabilities"].tolist()}))
+"""
+
+
+def test_the_pyfunc_runs_on_the_versions_own_code_and_needs_only_its_requirements(tracked, test_photos):
+    from lettucify.config import REPO_ROOT
+    from lettucify.tracking.registry import REQUIREMENTS
+
+    _, uri, _, _ = tracked
+    photos, labels, probabilities = test_photos
+    done = subprocess.run([sys.executable, "-c", PYFUNC_PROCESS], input=json.dumps(photos), capture_output=True,
+                          text=True, timeout=300, env=mlflow_env(uri))
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    code = Path(result["code"])
+    assert code.parts[-3:] == ("code", "lettucify", "__init__.py") and REPO_ROOT not in code.parents
+    mlflow_itself = {"mlflow", "mlflow-skinny", "mlflow-tracing"}
+    assert {d.lower() for d in result["imports"]} - mlflow_itself == {r.lower() for r in REQUIREMENTS}
+    assert result["labels"] == labels
+    np.testing.assert_allclose(result["probabilities"], probabilities, atol=1e-4)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def post_json(url: str, body: dict):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_mlflow_models_serve_answers_base64_photos(tracked, test_photos, tmp_path):
+    _, uri, _, _ = tracked
+    photos, labels, probabilities = test_photos
+    port = free_port()
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/fridge-test@candidate",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env=mlflow_env(uri),
+        start_new_session=True,  # its uvicorn child is stopped with it, as one process group
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/ping", timeout=2).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(0.3)
+        status, answer = post_json(f"{url}/invocations", {"inputs": photos})
+        assert status == 200, answer
+        assert [row["label"] for row in answer["predictions"]] == labels
+        np.testing.assert_allclose([row["probabilities"] for row in answer["predictions"]], probabilities, atol=1e-4)
+        status, answer = post_json(f"{url}/invocations", {"dataframe_split": {"columns": ["image"], "data": [[photos[-1]]]}})
+        assert status == 200 and answer["predictions"][0]["label"] == labels[-1], answer
+        status, answer = post_json(f"{url}/invocations", {"inputs": [photos[0], "not base64!"]})
+        assert status == 400 and answer["message"].endswith("image 2: not valid base64"), answer
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -407,13 +411,24 @@ def test_load_registered_predicts_like_the_model(registered, uri, monkeypatch):
 
 
 def test_registered_model_files(registered, tmp_path):
+    from mlflow.models import Model
+
+    from lettucify.tracking.registry import REQUIREMENTS, pip_requirements
+
     client = MlflowClient(registered["uri"])
     local = Path(mlflow.artifacts.download_artifacts(client.get_model_version_download_uri("food", "1"), dst_path=str(tmp_path)))
     assert (local / "data" / "model.pt2").is_file() and not (local / "data" / "model.pth").exists()
+    assert (local / "data" / "model.onnx").is_file()
     assert json.loads((local / "extra_files" / "classes.json").read_text()) == ["apple", "banana", "carrot"]
+    flavors = Model.load(str(local)).flavors
+    assert flavors["pytorch"]["model_data"] == "data"
+    assert flavors["python_function"]["loader_module"] == "lettucify.tracking.pyfunc"
+    assert (local / flavors["python_function"]["code"] / "lettucify" / "tracking" / "pyfunc.py").is_file()
+    assert not list(local.rglob("*.pkl")) and not list(local.rglob("__pycache__"))
     requirements = (local / "requirements.txt").read_text().split()
     assert f"torch=={torch.__version__.split('+')[0]}" in requirements
-    assert any(r.startswith("timm==") for r in requirements)
+    assert sorted(requirements) == sorted([f"mlflow=={mlflow.__version__}", *pip_requirements()])
+    assert len(pip_requirements()) == len(REQUIREMENTS)  # every one installed, so pinned
 
 
 def test_promote_moves_the_alias_and_records_provenance(registered):
@@ -443,3 +458,117 @@ def test_registration_gates(registered, registry, test_acc, reason, caplog):
     assert result is None
     assert reason in caplog.text
     assert len(MlflowClient(registered["uri"]).search_model_versions("name='food'")) == 1
+
+
+# --------------------------------------------------------------------------- the pyfunc flavor
+class ExportsDifferently(torch.nn.Module):
+    """A network whose exported program is not the eager one: what a broken export looks like."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.net(x)
+        return logits + 0.5 if torch.compiler.is_exporting() else logits
+
+
+def test_an_onnx_export_that_disagrees_stops_registration_and_logs_nothing(registered, tmp_path):
+    client = MlflowClient(registered["uri"])
+    experiment_id = client.get_experiment_by_name("lettucify-test").experiment_id
+    logged = len(client.search_logged_models([experiment_id]))
+    cfg = registered["cfg"]
+    with pytest.raises(LettucifyError) as failure:
+        with open_tracker(cfg.logger, cfg, tmp_path, overrides=[]) as tracker:
+            register_model(ExportsDifferently(registered["model"]), ["apple", "banana", "carrot"],
+                           {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}, torch.rand(3, 3, 32, 32),
+                           cfg.registry, test_acc=0.9, run_id=tracker.run_id)
+    assert re.fullmatch(r"not registering food: ONNX export \S+ differs from the PyTorch model by 0\.5 "
+                        r"in the logits on 3 image\(s\) \(tolerance 0\.0001\)", str(failure.value))
+    assert len(client.search_model_versions("name='food'")) == 1
+    assert len(client.search_logged_models([experiment_id])) == logged
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Generated photos of the three classes, JPEG and PNG, of other sizes than the input."""
+    from helpers import class_image
+
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(3)
+    paths = []
+    for n in range(6):
+        paths.append(folder / f"{n}.{'png' if n % 3 == 2 else 'jpg'}")
+        class_image(n % 3, 3, (64 + 8 * n, 48), rng).save(paths[-1])
+    return paths
+
+
+@pytest.fixture(scope="module")
+def pyfunc_model(registered):
+    # As a user would, through MLflow's process-wide URIs (set_registry_uri also sets
+    # $MLFLOW_REGISTRY_URI: taken out again, as _clean_mlflow_env does for each test).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_REGISTRY_URI", registered["uri"])
+        mlflow.set_tracking_uri(registered["uri"])
+        mlflow.set_registry_uri(registered["uri"])
+        return mlflow.pyfunc.load_model("models:/food@candidate")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def preprocessed(paths) -> torch.Tensor:
+    """What evaluation feeds the model: the decoder, then eval_transform."""
+    from lettucify.data.images import load_rgb
+    from lettucify.data.transforms import eval_transform
+
+    transform = eval_transform(32, [0.5] * 3, [0.5] * 3)
+    return torch.stack([transform(load_rgb(path)) for path in paths])
+
+
+INPUT_FORMS = {
+    "list of base64": lambda paths: [b64(p.read_bytes()) for p in paths],
+    "DataFrame column 'image'": lambda paths: pd.DataFrame({"image": [b64(p.read_bytes()) for p in paths], "id": 0}),
+    "DataFrame, its one column": lambda paths: pd.DataFrame({"photo": [b64(p.read_bytes()) for p in paths]}),
+    "dict of columns": lambda paths: {"image": np.array([b64(p.read_bytes()) for p in paths])},
+    "array of base64": lambda paths: np.array([b64(p.read_bytes()) for p in paths]),
+    "base64 with line breaks": lambda paths: [base64.encodebytes(p.read_bytes()).decode() for p in paths],
+    "raw bytes": lambda paths: [p.read_bytes() for p in paths],
+    "float array": lambda paths: preprocessed(paths).numpy(),
+    "float tensor": preprocessed,
+}
+
+
+@pytest.mark.parametrize("form", INPUT_FORMS)
+def test_pyfunc_predicts_like_the_model_through_eval_transform(registered, pyfunc_model, photos, form):
+    predictions = pyfunc_model.predict(INPUT_FORMS[form](photos))
+    with torch.no_grad():
+        expected = torch.softmax(registered["model"](preprocessed(photos)).double(), dim=1).numpy()
+    assert list(predictions.columns) == ["label", "score", "probabilities"]
+    assert predictions["label"].tolist() == [["apple", "banana", "carrot"][i] for i in expected.argmax(axis=1)]
+    np.testing.assert_allclose(np.array(predictions["probabilities"].tolist()), expected, atol=1e-4)
+    np.testing.assert_allclose(predictions["score"], expected.max(axis=1), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (lambda ok: [ok, "not base64!"], "image 2: not valid base64"),
+        (lambda ok: [b64(b"hello, fridge")], "image 1: not an image file"),
+        (lambda ok: [ok, ok[: len(ok) // 2 // 4 * 4]], r"image 2: truncated or corrupt \(.+\)"),
+        (lambda ok: [b64(b"")], r"image 1: empty file \(0 bytes\)"),
+        (lambda ok: np.zeros((2, 3, 31, 32)), r"expected base64 images or a float batch of shape \[N, 3, 32, 32\]; got shape \[2, 3, 31, 32\]"),
+        (lambda ok: [], r"expected base64 images or a float batch of shape \[N, 3, 32, 32\]; got shape \[0\]"),
+        (lambda ok: pd.DataFrame({"a": [ok], "b": [ok]}), r"expected one column of images \(or one named 'image'\); got \['a', 'b'\]"),
+    ],
+    ids=["base64", "not an image", "truncated", "empty", "shape", "nothing", "columns"],
+)
+def test_pyfunc_says_in_one_line_what_is_wrong_with_its_input(pyfunc_model, photos, bad, reason):
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException) as failure:  # MLflow's servers answer it with a 400 and this message
+        pyfunc_model.predict(bad(b64(photos[0].read_bytes())))
+    assert failure.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert re.fullmatch(reason, failure.value.message)
+

@@ -1,4 +1,4 @@
-"""The one image decoder of training, evaluation and serving: a file in, an RGB image out.
+"""The one image decoder of training, evaluation and serving: a file (or its bytes) in, an RGB image out.
 
 Every image lettucify reads goes through ``load_rgb``, so that a photo is decoded the
 same way wherever it is used, and a file it cannot use fails with one line that names it.
@@ -6,6 +6,7 @@ same way wherever it is used, and a file it cannot use fails with one line that 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Optional, Union
 
@@ -24,6 +25,10 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WHITE = (255, 255, 255, 255)
 
 PathLike = Union[str, Path]
+# A file's path, or the file's contents (an upload, a decoded base64 string).
+ImageSource = Union[str, Path, bytes]
+# What errors call an image given as bytes.
+BYTES_NAME = "<bytes>"
 
 
 class BadImageError(DataError):
@@ -35,13 +40,16 @@ class BadImageError(DataError):
         self.reason = reason
 
 
-def open_checked(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open ``path`` lazily (header only) and refuse empty files, non-images and bombs."""
-    path = Path(path)
+def open_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open ``source`` lazily (header only) and refuse empty files, non-images and bombs."""
+    in_memory = isinstance(source, bytes)
+    path = _name(source)
     try:
-        if path.stat().st_size == 0:
+        if (len(source) if in_memory else path.stat().st_size) == 0:
             raise BadImageError(path, "empty file (0 bytes)")
-        image = Image.open(path)
+        image = Image.open(io.BytesIO(source) if in_memory else path)
+    except BadImageError:  # the empty file's, as it is (not as a "corrupt header")
+        raise
     except UnidentifiedImageError:
         raise BadImageError(path, "not an image file") from None
     except OSError as err:
@@ -60,16 +68,16 @@ def open_checked(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
 
 
 def load_rgb(
-    path: PathLike,
+    source: ImageSource,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     shorter_side: Optional[int] = None,
 ) -> Image.Image:
-    """Decode ``path`` fully into an upright RGB image.
+    """Decode ``source`` (a file's path or its bytes) fully into an upright RGB image.
 
     With ``shorter_side``, the result is downscaled so that its shorter side is at most
     that: JPEGs are decoded at a reduced scale (``draft``), then resized with Lanczos.
     """
-    with open_checked(path, max_pixels) as image:
+    with open_checked(source, max_pixels) as image:
         try:
             if shorter_side:
                 # A no-op except for JPEG, which then decodes 2, 4 or 8 times smaller
@@ -78,12 +86,16 @@ def load_rgb(
             image.load()
             rgb = _to_rgb(ImageOps.exif_transpose(image))
         except Exception as err:  # PIL raises many types on malformed data
-            raise BadImageError(path, f"truncated or corrupt ({err})") from None
+            raise BadImageError(_name(source), f"truncated or corrupt ({err})") from None
     if shorter_side and min(rgb.size) > shorter_side:
         scale = shorter_side / min(rgb.size)
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
         rgb = rgb.resize(size, Image.Resampling.LANCZOS)
     return rgb
+
+
+def _name(source: ImageSource) -> Path:
+    return Path(BYTES_NAME if isinstance(source, bytes) else source)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

@@ -1,9 +1,19 @@
 """The MLflow model registry: register a trained model, promote it, load it back.
 
-A registered version is a ``torch.export`` program (MLflow's ``pt2`` format: no
-pickled Python objects, loadable without Lettucify's code) with a dynamic batch
-dimension, plus ``extra_files/classes.json`` and ``extra_files/preprocess.json`` so
-that a server can use it without the run.
+A registered version is one MLflow model folder with two flavors:
+
+    data/model.pt2               ``pytorch``: the ``torch.export`` program (MLflow's ``pt2``
+                                 format: no pickled Python objects, loadable without
+                                 Lettucify's code), dynamic batch; ``load_registered`` loads it
+    data/model.onnx              the same network as ONNX, dynamic batch, its logits checked
+                                 against PyTorch's on the example images at registration
+    extra_files/classes.json     the class names, in the order of the logits
+    extra_files/preprocess.json  input_size, mean and std of ``eval_transform``
+    code/lettucify/              ``python_function``: Lettucify's code, for the pyfunc
+                                 (``lettucify.tracking.pyfunc``: photos in, labels out)
+    MLmodel, requirements.txt, conda.yaml, python_env.yaml
+
+so that a server, ``mlflow models serve`` or any MLflow platform can use it without the run.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import sys
 import tempfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -33,8 +45,16 @@ log = logging.getLogger(__name__)
 
 CLASSES_FILE = "classes.json"
 PREPROCESS_FILE = "preprocess.json"
-# What serving the exported program needs; pinned to what trained it.
-REQUIREMENTS = ("torch", "torchvision", "timm", "numpy", "pillow")
+# Where they are in a version's folder (mlflow.pytorch puts extra files in extra_files/).
+CLASSES_PATH = f"extra_files/{CLASSES_FILE}"
+PREPROCESS_PATH = f"extra_files/{PREPROCESS_FILE}"
+PT2_PATH = "data/model.pt2"
+ONNX_PATH = "data/model.onnx"
+# What a version's code imports, no more: torch runs the pt2 program; the pyfunc decodes
+# with pillow and numpy, preprocesses with torchvision, runs onnxruntime and answers a
+# pandas frame; Lettucify's config, errors and tracking package import hydra-core,
+# omegaconf and pyyaml. Pinned to what trained the model (MLflow adds mlflow itself).
+REQUIREMENTS = ("torch", "torchvision", "numpy", "pillow", "pandas", "onnxruntime", "hydra-core", "omegaconf", "pyyaml")
 # Run tags copied onto the model version.
 _PROVENANCE_TAGS = ("git_commit", "git_dirty", "dataset_fingerprint")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
@@ -107,8 +127,10 @@ def register_model(
 
     Returns None (and logs why) when ``registry.enabled`` is false, or when
     ``registry.min_accuracy`` is set and ``test_acc`` is below it (or unknown).
-    ``example_input`` is a batch of preprocessed images (one or more); the model is
-    exported on the CPU in eval mode (a copy: ``model`` itself is left as it is).
+    ``example_input`` is a batch of preprocessed images (one or more, real photos: the
+    ONNX file's logits are checked against the model's on all of them, and a difference
+    over 1e-4 is a LettucifyError before anything is logged); the model is exported on
+    the CPU in eval mode (a copy: ``model`` itself is left as it is).
     """
     if registry_cfg is None or not setting(registry_cfg, "enabled", True):
         log.info("model registry: not registering (registry.enabled=false)")
@@ -124,10 +146,9 @@ def register_model(
         return None
 
     import mlflow
-    import mlflow.pytorch
-    import numpy as np
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.models import Model
+
+    from lettucify.models.export import to_onnx
 
     active = mlflow.active_run()
     if active is None or (run_id is not None and active.info.run_id != run_id):
@@ -137,34 +158,35 @@ def register_model(
     preprocess = _plain(preprocess)
 
     net = copy.deepcopy(_unwrap(model)).to("cpu", memory_format=torch.contiguous_format).eval()
-    example = example_input.detach().to("cpu", torch.float32)
-    if example.ndim == 3:
-        example = example.unsqueeze(0)
+    images = example_input.detach().to("cpu", torch.float32)
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
     # torch.export makes a size-1 dimension static: trace with a batch of two.
-    example = example[:2].expand(2, *example.shape[1:]).contiguous() if example.shape[0] == 1 else example[:2].contiguous()
+    example = images[:2].expand(2, *images.shape[1:]).contiguous() if images.shape[0] == 1 else images[:2].contiguous()
     with torch.no_grad():
         logits = net(example)
     if logits.ndim != 2 or logits.shape[1] != len(classes):
         raise ValueError(f"the model gives logits of shape {tuple(logits.shape)} for {len(classes)} classes")
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]), "image")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)), "logits")]),
-    )
 
     with tempfile.TemporaryDirectory(prefix="lettucify-model-") as tmp:
+        try:
+            onnx_file = to_onnx(net, example, Path(tmp) / Path(ONNX_PATH).name, check=images)
+        except LettucifyError as err:  # before anything is logged
+            raise LettucifyError(f"not registering {name}: {err}") from None
         side_files = [Path(tmp) / CLASSES_FILE, Path(tmp) / PREPROCESS_FILE]
         side_files[0].write_text(json.dumps(classes, indent=2) + "\n")
         side_files[1].write_text(json.dumps(preprocess, indent=2) + "\n")
-        info = mlflow.pytorch.log_model(
-            net,
+        info = Model.log(
+            artifact_path=None,  # a required parameter, deprecated for name
             name="model",
-            serialization_format="pt2",
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            extra_files=[str(p) for p in side_files],
-            metadata={"classes": classes, "preprocess": preprocess},
+            flavor=sys.modules[__name__],  # save_model below writes the folder
             registered_model_name=name,
+            metadata={"classes": classes, "preprocess": preprocess},
+            pytorch_model=net,
+            input_example=example,
+            onnx_file=onnx_file,
+            extra_files=[str(p) for p in side_files],
+            serialization_format="pt2",
         )
     version = str(info.registered_model_version)
 
@@ -178,6 +200,40 @@ def register_model(
     client.set_registered_model_alias(name, alias, version)
     log.info("model registry: registered %s version %s as @%s", name, version, alias)
     return client.get_model_version(name, version)
+
+
+def save_model(
+    path: str, mlflow_model: Any, *, pytorch_model: nn.Module, input_example: torch.Tensor, onnx_file: Path,
+    extra_files: List[str], serialization_format: str,
+) -> None:
+    """``Model.log``'s flavor hook: write a version's folder (see the module's docstring)."""
+    import mlflow.pytorch
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from lettucify.tracking import pyfunc
+
+    # pt2 traces input_example with the dimensions this signature leaves at -1 dynamic.
+    batch = TensorSpec(np.dtype(np.float32), (-1, *input_example.shape[1:]), "image")
+    mlflow.pytorch.save_model(
+        pytorch_model,
+        path,
+        mlflow_model=mlflow_model,
+        serialization_format=serialization_format,
+        signature=ModelSignature(inputs=Schema([batch])),
+        input_example=input_example,
+        pip_requirements=pip_requirements(),
+        extra_files=extra_files,
+    )
+    # The version keeps no signature: MLflow enforces it on the pyfunc's input, and one
+    # schema cannot say "base64 strings or a float batch" (the pyfunc checks its input).
+    mlflow_model.signature = None
+    root = Path(path)
+    shutil.copyfile(onnx_file, root / ONNX_PATH)
+    pyfunc.add_flavor(mlflow_model, root)
+    mlflow_model.model_size_bytes = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    mlflow_model.save(str(root / "MLmodel"))
 
 
 def registered_versions(name: str, run_id: Optional[str], tracking_uri: Optional[str] = None) -> List[str]:
@@ -292,10 +348,10 @@ def load_registered(
         source = client.get_model_version_download_uri(match["name"], version)
     with tempfile.TemporaryDirectory(prefix="lettucify-model-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp, tracking_uri=uri))
-        if not (local / "data" / "model.pt2").is_file():
+        if not (local / PT2_PATH).is_file():
             raise ValueError(f"{model_uri} is not a pt2 (torch.export) model; refusing to unpickle it")
         with _pickle_disallowed():
             program = mlflow.pytorch.load_model(str(local))
-        classes = json.loads((local / "extra_files" / CLASSES_FILE).read_text())
-        preprocess = json.loads((local / "extra_files" / PREPROCESS_FILE).read_text())
+        classes = json.loads((local / CLASSES_PATH).read_text())
+        preprocess = json.loads((local / PREPROCESS_PATH).read_text())
     return ExportedModel(program, classes, preprocess), classes, preprocess

@@ -19,6 +19,9 @@ from lettucify.train.loop import Fit, eval_options
 
 log = logging.getLogger(__name__)
 
+# Test photos register_model gets as its example, and checks the ONNX file's logits on.
+PARITY_IMAGES = 8
+
 
 def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Optional[float]:
     """Test the selected checkpoint, write and log the evaluation, register the model.
@@ -61,6 +64,7 @@ def register(cfg: DictConfig, run: Fit, tracker: Tracker, test_acc: float) -> No
                  cfg.registry.name, ", ".join(earlier))
         return
     test_set = run.data.test_set
-    example = torch.stack([test_set[i][0] for i in range(min(2, len(test_set)))])
+    step = max(1, len(test_set) // PARITY_IMAGES)  # spread over the classes: the split is sorted by class
+    example = torch.stack([test_set[i][0] for i in range(0, len(test_set), step)[:PARITY_IMAGES]])
     register_model(run.model, run.data.classes, preprocessing(cfg.model), example, cfg.registry, test_acc,
                    run_id=tracker.run_id)
