@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 import numpy as np
 import torch
@@ -22,6 +23,23 @@ INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 # Largest |ONNX - PyTorch| difference in the logits that still counts as the same model.
 PARITY_TOLERANCE = 1e-4
+# The exporter's optimiser logs every pass at INFO.
+_CHATTY_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's progress lines (stdout) and pass-by-pass logs out of the run's log."""
+    loggers = [logging.getLogger(name) for name in _CHATTY_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def to_onnx(
@@ -45,7 +63,7 @@ def to_onnx(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter's progress lines
+        with torch.no_grad(), _quiet_exporter():
             torch.onnx.export(
                 model,
                 (example,),
