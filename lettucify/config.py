@@ -362,10 +362,61 @@ class RegistryConf:
     min_accuracy: Optional[float] = field(default=None, metadata=in_range(0, 1))
 
 
+# --------------------------------------------------------------------------- serve
+class ServeBackend(str, Enum):
+    """What runs the model in ``task=serve`` (lettucify/serve/inference.py)."""
+
+    onnxruntime = "onnxruntime"  # the model exported at start-up (lettucify.models.export)
+    torch = "torch"  # the loaded PyTorch module (a registered version: its torch.export program)
+
+
+@dataclass
+class ServeConf:
+    """``task=serve``: the HTTP server (lettucify/serve/), its inference and its limits."""
+
+    host: str = "127.0.0.1"
+    # 0: a free port the system picks (the printed URL says which).
+    port: int = field(default=8080, metadata=in_range(0, 65535))
+    backend: ServeBackend = ServeBackend.onnxruntime
+    # Average the logits of each image and its mirror image, as task=evaluate does: what is
+    # served is then what was evaluated (and registered on that accuracy), at twice the compute.
+    tta_flip: bool = "${trainer.tta_flip}"  # type: ignore[assignment]
+    top_k: int = field(default=5, metadata=at_least(1))
+    # Micro-batching: one model run takes up to max_batch_size queued images, waiting up to
+    # max_batch_wait_ms after the first for more (0: only what is already queued). On 2 CPU
+    # cores batches of 8 served ~10% fewer requests/s than 1, with a 1.3x p99 (EfficientNet-
+    # Lite0 costs the same per image in a batch there); raise them on more cores or a GPU.
+    max_batch_size: int = field(default=1, metadata=at_least(1))
+    max_batch_wait_ms: float = field(default=0.0, metadata=at_least(0))
+    # Images waiting for the model; a request that would go over it gets 503 + Retry-After.
+    max_queue_images: int = field(default=64, metadata=at_least("max_batch_images"))
+    # Limits of one request: body size (413), images in it (413), pixels of one image by
+    # its header, before decoding (413), and its time to an answer (504).
+    max_body_mb: float = field(default=10.0, metadata=greater_than(0))
+    max_batch_images: int = field(default=32, metadata=at_least(1))
+    max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata=at_least(1))
+    request_timeout_s: float = field(default=30.0, metadata=greater_than(0))
+    # When this environment variable is set (non-empty), every route but the health probes
+    # needs "Authorization: Bearer <its value>".
+    api_key_env: str = "LETTUCIFY_API_KEY"
+    # Reported in every answer and metric: which deployment (blue/green) answered.
+    deployment: Optional[str] = "${oc.env:LETTUCIFY_DEPLOYMENT,null}"
+    # Server processes, each with its own copy of the model (Prometheus multiprocess mode).
+    workers: int = field(default=1, metadata=at_least(1))
+    # Threads of one model run (ONNX Runtime's intra-op threads, torch.set_num_threads): on
+    # 2 cores 1 served ~1.5x more requests/s than 2, whose spinning starved the HTTP layer.
+    intra_op_threads: int = field(default=1, metadata=at_least(1))
+    # Threads that decode and preprocess uploads; each holds at most one decoded image.
+    decode_threads: int = field(default=2, metadata=at_least(1))
+    # On SIGTERM / Ctrl-C: how long requests in flight get to finish.
+    graceful_shutdown_s: float = field(default=30.0, metadata=greater_than(0))
+
+
 class Task(str, Enum):
     train = "train"
     evaluate = "evaluate"
     promote = "promote"
+    serve = "serve"
 
 
 @dataclass
@@ -386,8 +437,9 @@ class Config:
     paths: Any = MISSING
     logger: Any = MISSING
     registry: RegistryConf = field(default_factory=RegistryConf)
+    serve: Any = MISSING
     task: Task = Task.train
-    # task=evaluate: a checkpoint file, or an MLflow model URI (models:/<name>@<alias>).
+    # task=evaluate and task=serve: a checkpoint file, or an MLflow model URI (models:/<name>@<alias>).
     checkpoint: Optional[str] = None
     model_uri: Optional[str] = None
     # numpy's seeds are 32-bit.
@@ -403,6 +455,7 @@ _SCHEMAS = {
     "trainer": {"default": TrainerConf},
     "paths": {"default": PathsConf},
     "logger": {"mlflow": LoggerConf},
+    "serve": {"default": ServeConf},
 }
 
 

@@ -58,6 +58,12 @@ CASES = [
      "compute.instance_count=0: must be in [1, compute.azure.cluster.max_instances=5]"),
     (["compute=azure_t4", "compute.azure.cluster.min_instances=6"],
      "compute.azure.cluster.min_instances=6: must be in [0, compute.azure.cluster.max_instances=5]"),
+    (["serve.port=70000"], "serve.port=70000: must be in [0, 65535]"),
+    (["serve.max_batch_images=100"],
+     "serve.max_queue_images=64: must be at least serve.max_batch_images=100"),
+    (["serve.request_timeout_s=0"], "serve.request_timeout_s=0.0: must be greater than 0"),
+    (["task=serve"], "task=serve needs exactly one of checkpoint=<file> or model_uri=models:/<name>@<alias>"),
+    (["task=serve", "model_uri=models:/nope@x"], f"no registered model 'nope' in sqlite:///{{db}}; registered: {MODEL}"),
     # A sweep is checked, every point, before its first job runs.
     (["-m", "trainer.epochs=1,-1"], "trainer.epochs=-1: must be at least 1"),
 ]

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf, open_dict
 from lettucify.config import REPO_ROOT
 from lettucify.validation import validate
 
-GROUPS = ["model", "data", "compute", "optimizer", "scheduler", "trainer", "paths"]
+GROUPS = ["model", "data", "compute", "optimizer", "scheduler", "trainer", "paths", "serve"]
 
 
 def options(group: str) -> list[str]:

@@ -25,7 +25,14 @@ from helpers import make_image_folder
 from lettucify.config import REPO_ROOT, AugmentConf, BadImagePolicy, DownloadConf
 from lettucify.data.datamodule import ImageFolderData, stratified_split
 from lettucify.data.download import ensure_dataset, load_manifest
-from lettucify.data.images import BadImageError, load_rgb
+from lettucify.data.images import (
+    BadImageError,
+    CorruptImageError,
+    EmptyImageError,
+    NotAnImageError,
+    TooManyPixelsError,
+    load_rgb,
+)
 from lettucify.data.scan import find_bad_images, list_split
 from lettucify.data.transforms import eval_transform
 from lettucify.errors import DataError
@@ -159,6 +166,45 @@ def test_load_rgb_names_the_bad_file(image_folder):
     _truncated(path)
     with pytest.raises(BadImageError, match=str(path)):
         load_rgb(path)
+
+
+def test_bytes_decode_as_the_file_does(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.effect_noise((40, 20), 60).convert("RGB").save(tmp_path / "phone.jpg", exif=exif)
+    from_file = load_rgb(tmp_path / "phone.jpg")
+    from_bytes = load_rgb((tmp_path / "phone.jpg").read_bytes(), formats=("JPEG",))
+    assert from_bytes.size == (20, 40) and np.array_equal(np.asarray(from_bytes), np.asarray(from_file))
+
+
+def _encoded(fmt: str, size=(8, 8)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _corrupt_header(data: bytes) -> bytes:
+    data = bytearray(data)
+    data[30] ^= 0xFF  # the PNG's IHDR checksum
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "data, error, reason",
+    [
+        (b"", EmptyImageError, "empty"),
+        (_encoded("GIF"), NotAnImageError, "not a JPEG or PNG image"),
+        (b"a note\n", NotAnImageError, "not a JPEG or PNG image"),
+        (_corrupt_header(_encoded("PNG")), CorruptImageError, "corrupt PNG header"),
+        (_encoded("JPEG")[:300], CorruptImageError, "truncated or corrupt"),
+        (_encoded("PNG", (300, 100)), TooManyPixelsError, "over max_image_pixels=20000"),
+    ],
+    ids=["empty", "gif", "text", "corrupt-png", "truncated-jpeg", "bomb"],
+)
+def test_bytes_that_cannot_be_used_say_why(data, error, reason):
+    with pytest.raises(error, match=reason) as err:
+        load_rgb(data, MAX_PIXELS, formats=("JPEG", "PNG"), name="upload")
+    assert str(err.value).startswith("upload: ")
 
 
 # --------------------------------------------------------------------------- layout errors

@@ -1,14 +1,16 @@
-"""The one image decoder of training, evaluation and serving: a file (or its bytes) in, an RGB image out.
+"""The one image decoder of training, evaluation and serving: a file or bytes in, an RGB image out.
 
-Every image lettucify reads goes through ``load_rgb``, so that a photo is decoded the
-same way wherever it is used, and a file it cannot use fails with one line that names it.
+Every image lettucify reads goes through ``load_rgb`` (a photo on disk, or the bytes a
+client sent the server), so that a photo is decoded the same way wherever it is used,
+and an image it cannot use fails with one line that names it and says why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,14 +27,12 @@ _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 _WHITE = (255, 255, 255, 255)
 
 PathLike = Union[str, Path]
-# A file's path, or the file's contents (an upload, a decoded base64 string).
-ImageSource = Union[str, Path, bytes]
-# What errors call an image given as bytes.
-BYTES_NAME = "<bytes>"
+# A file, or an image's encoded bytes.
+Source = Union[PathLike, bytes]
 
 
 class BadImageError(DataError):
-    """A file that cannot be used as an image; ``reason`` says why in a few words."""
+    """An image that cannot be used; ``reason`` says why in a few words, ``path`` names it."""
 
     def __init__(self, path: PathLike, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
@@ -40,27 +40,56 @@ class BadImageError(DataError):
         self.reason = reason
 
 
-def open_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open ``source`` lazily (header only) and refuse empty files, non-images and bombs."""
-    in_memory = isinstance(source, bytes)
-    path = _name(source)
+class EmptyImageError(BadImageError):
+    """No bytes at all."""
+
+
+class NotAnImageError(BadImageError):
+    """Not an image, or not in one of the formats allowed."""
+
+
+class TooManyPixelsError(BadImageError):
+    """Over the pixel limit by its header alone: refused before decoding (a decompression bomb?)."""
+
+
+class CorruptImageError(BadImageError):
+    """A recognised format whose header or data is broken or cut short."""
+
+
+def open_checked(
+    source: Source,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    formats: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
+) -> Image.Image:
+    """Open ``source`` lazily (header only) and refuse empty files, non-images and bombs.
+
+    ``formats`` (PIL's names, e.g. ``("JPEG", "PNG")``) limits the decoders tried: any
+    other format is refused without its parser running. ``name`` labels bytes in errors.
+    """
+    label = _label(source, name)
     try:
-        if (len(source) if in_memory else path.stat().st_size) == 0:
-            raise BadImageError(path, "empty file (0 bytes)")
-        image = Image.open(io.BytesIO(source) if in_memory else path)
-    except BadImageError:  # the empty file's, as it is (not as a "corrupt header")
-        raise
+        size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=formats) if size else None
     except UnidentifiedImageError:
-        raise BadImageError(path, "not an image file") from None
+        claimed = _claimed_format(source, formats) if formats else None
+        if claimed:  # its signature says PNG (say), and the PNG parser refused it
+            raise CorruptImageError(label, f"corrupt {claimed} header") from None
+        reason = f"not a {' or '.join(formats)} image" if formats else "not an image file"
+        raise NotAnImageError(label, reason) from None
     except OSError as err:
-        raise BadImageError(path, f"unreadable ({err.strerror or err})") from None
+        if err.errno is None:  # PIL's own: the data ends or breaks off inside the header
+            raise CorruptImageError(label, f"truncated or corrupt ({err})") from None
+        raise BadImageError(label, f"unreadable ({err.strerror or err})") from None
     except Exception as err:  # a plugin that recognised the format choked on its header
-        raise BadImageError(path, f"corrupt header ({err})") from None
+        raise CorruptImageError(label, f"corrupt header ({err})") from None
+    if image is None:
+        raise EmptyImageError(label, "empty file (0 bytes)")
     width, height = image.size
     if width * height > max_pixels:
         image.close()
-        raise BadImageError(
-            path,
+        raise TooManyPixelsError(
+            label,
             f"{width}x{height} = {width * height} pixels, over max_image_pixels={max_pixels} "
             "(decompression bomb?)",
         )
@@ -68,16 +97,20 @@ def open_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> I
 
 
 def load_rgb(
-    source: ImageSource,
+    source: Source,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     shorter_side: Optional[int] = None,
+    formats: Optional[Sequence[str]] = None,
+    name: Optional[str] = None,
 ) -> Image.Image:
-    """Decode ``source`` (a file's path or its bytes) fully into an upright RGB image.
+    """Decode ``source`` (a path, or encoded bytes) fully into an upright RGB image.
 
     With ``shorter_side``, the result is downscaled so that its shorter side is at most
     that: JPEGs are decoded at a reduced scale (``draft``), then resized with Lanczos.
+    ``formats`` and ``name`` are ``open_checked``'s.
     """
-    with open_checked(source, max_pixels) as image:
+    label = _label(source, name)
+    with open_checked(source, max_pixels, formats, label) as image:
         try:
             if shorter_side:
                 # A no-op except for JPEG, which then decodes 2, 4 or 8 times smaller
@@ -86,7 +119,7 @@ def load_rgb(
             image.load()
             rgb = _to_rgb(ImageOps.exif_transpose(image))
         except Exception as err:  # PIL raises many types on malformed data
-            raise BadImageError(_name(source), f"truncated or corrupt ({err})") from None
+            raise CorruptImageError(label, f"truncated or corrupt ({err})") from None
     if shorter_side and min(rgb.size) > shorter_side:
         scale = shorter_side / min(rgb.size)
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
@@ -94,8 +127,24 @@ def load_rgb(
     return rgb
 
 
-def _name(source: ImageSource) -> Path:
-    return Path(BYTES_NAME if isinstance(source, bytes) else source)
+def _claimed_format(source: Source, formats: Sequence[str]) -> Optional[str]:
+    """The one of ``formats`` whose signature ``source`` starts with, if any."""
+    if isinstance(source, bytes):
+        head = source[:16]
+    else:
+        with open(source, "rb") as handle:
+            head = handle.read(16)
+    Image.init()
+    for fmt in formats:
+        accept = Image.OPEN.get(fmt, (None, None))[1]
+        with contextlib.suppress(Exception):  # some signature checks fail on short input
+            if accept and accept(head):
+                return fmt
+    return None
+
+
+def _label(source: Source, name: Optional[str]) -> str:
+    return name or ("<bytes>" if isinstance(source, bytes) else str(source))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:

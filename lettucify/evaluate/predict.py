@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lettucify import distributed
+from lettucify.models.tta import FlipAveraged
 
 
 @torch.no_grad()
@@ -28,6 +29,7 @@ def predict(
     """
     was_training = model.training
     model.eval()
+    net = FlipAveraged(model) if tta_flip else model
     autocast = (
         torch.autocast(device_type=device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
     )
@@ -37,9 +39,7 @@ def predict(
         for images, labels in loader:
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             with autocast:
-                logits = model(images).float()
-                if tta_flip:
-                    logits = (logits + model(torch.flip(images, dims=[3])).float()) / 2
+                logits = net(images).float()
             all_logits.append(logits.cpu())
             all_labels.append(labels)
     finally:

@@ -355,3 +355,13 @@ def load_registered(
         classes = json.loads((local / CLASSES_PATH).read_text())
         preprocess = json.loads((local / PREPROCESS_PATH).read_text())
     return ExportedModel(program, classes, preprocess), classes, preprocess
+
+
+def resolve_version(model_uri: str, tracking_uri: Optional[str] = None) -> Tuple[str, Optional[str], Optional[str]]:
+    """``(name, version, alias)`` that ``models:/<name>@<alias>`` or ``models:/<name>/<version>``
+    points at now; any other URI is its own name, with neither version nor alias."""
+    match = _MODELS_URI.match(model_uri)
+    if not match:
+        return model_uri, None, None
+    version = _model_version(_client(tracking_uri), match["name"], match["alias"], match["version"]).version
+    return match["name"], str(version), match["alias"]
