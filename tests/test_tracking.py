@@ -292,7 +292,7 @@ def test_secret_keys(key):
 
 @pytest.mark.parametrize(
     "key",
-    ["keep_last", "tokenizer", "max_tokens", "keyboard", "optimizer.lr", "model.net.variant",
+    ["keep_last", "tokenizer", "max_tokens", "keyboard", "serve.api_key_env", "optimizer.lr", "model.net.variant",
      "data.download.url", "trainer.resume", "passthrough", "registry.name"],
 )
 def test_not_secret_keys(key):

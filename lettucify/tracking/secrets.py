@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Iterable, Mapping, Optional, Set
+from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Set
 
 MASK = "***"
 
@@ -84,9 +84,15 @@ def is_secret_key(name: str) -> bool:
 
     Case-insensitive and word-based: ``password``, ``client_secret``, ``hf_token``,
     ``api_key``, ``key``, ``storageAccountKey``, ``sas_url``, ``connection_string``
-    are; ``keep_last``, ``tokenizer``, ``max_tokens``, ``keyboard`` are not.
+    are; ``keep_last``, ``tokenizer``, ``max_tokens``, ``keyboard`` and ``api_key_env`` (the
+    name of the variable holding it) are not.
     """
-    return any(_words_are_secret(key_words(part), weak=True) for part in re.split(r"[./]", name) if part)
+    return any(_names_a_secret(key_words(part)) for part in re.split(r"[./]", name) if part)
+
+
+def _names_a_secret(words: Sequence[str]) -> bool:
+    # ``api_key_env`` holds the name of the variable that holds the key, not the key.
+    return bool(words) and words[-1] != "env" and _words_are_secret(words, weak=True)
 
 
 def _is_secret_env(name: str) -> bool:
