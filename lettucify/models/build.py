@@ -69,6 +69,14 @@ def load_checkpoint_model(path: Path) -> Tuple[nn.Module, List[str], Dict[str, A
     return model, payload["classes"], payload["preprocess"], payload["state"]["history"]
 
 
+def require_one_source(task: str, checkpoint: Optional[str], model_uri: Optional[str]) -> None:
+    """The tasks that run a trained model take it from exactly one place."""
+    if bool(checkpoint) == bool(model_uri):
+        raise LettucifyError(
+            f"task={task} needs exactly one of checkpoint=<file> or model_uri=models:/<name>@<alias>"
+        )
+
+
 def load_trained(
     checkpoint: Optional[str], model_uri: Optional[str], tracking_uri: Optional[str] = None
 ) -> Tuple[nn.Module, List[str], Dict[str, Any], Optional[List[dict]]]:

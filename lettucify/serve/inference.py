@@ -72,15 +72,9 @@ class OnnxRuntimeBackend:
 
     @staticmethod
     def load(spec: Mapping[str, Any], threads: int, net: Optional[nn.Module] = None) -> Logits:
-        import onnxruntime
+        from lettucify.models.export import onnx_logits
 
-        from lettucify.models.export import INPUT_NAME, OUTPUT_NAME
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        session = onnxruntime.InferenceSession(spec["onnx"], options, providers=["CPUExecutionProvider"])
-        return lambda images: session.run([OUTPUT_NAME], {INPUT_NAME: images})[0]
+        return onnx_logits(spec["onnx"], threads)
 
 
 class TorchBackend:

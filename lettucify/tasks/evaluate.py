@@ -19,17 +19,14 @@ from lettucify.compute.device import amp_dtype, setup_compute
 from lettucify.errors import LettucifyError
 from lettucify.evaluate.predict import predict_sharded
 from lettucify.evaluate.report import write_evaluation
-from lettucify.models.build import load_trained
+from lettucify.models.build import load_trained, require_one_source
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: DictConfig) -> float:
     """Evaluate on the test split; return top-1 accuracy."""
-    if bool(cfg.checkpoint) == bool(cfg.model_uri):
-        raise LettucifyError(
-            "task=evaluate needs exactly one of checkpoint=<file> or model_uri=models:/<name>@<alias>"
-        )
+    require_one_source("evaluate", cfg.checkpoint, cfg.model_uri)
     run_dir = Path(cfg.paths.output_dir)
     device = setup_compute(cfg.compute)
     model, classes, preprocess, history = load_trained(cfg.checkpoint, cfg.model_uri, cfg.logger.tracking_uri)

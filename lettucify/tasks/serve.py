@@ -73,8 +73,9 @@ def _signals_end_the_server() -> Iterator[None]:
 
 
 def run(cfg: DictConfig) -> None:
-    if bool(cfg.checkpoint) == bool(cfg.model_uri):
-        raise LettucifyError("task=serve needs exactly one of checkpoint=<file> or model_uri=models:/<name>@<alias>")
+    from lettucify.models.build import require_one_source
+
+    require_one_source("serve", cfg.checkpoint, cfg.model_uri)
     import uvicorn
 
     from lettucify.serve.app import SPEC_ENV, app_from_environment, create_app

@@ -42,10 +42,9 @@ class ImageClassifier:
     """
 
     def __init__(self, onnx_file: Path, classes: Sequence[str], preprocess: Mapping[str, Any]) -> None:
-        import onnxruntime
+        from lettucify.models.export import onnx_logits
 
-        self.session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.logits = onnx_logits(onnx_file)
         self.classes = list(classes)
         self.input_size = int(preprocess["input_size"])
         self.transform = eval_transform(self.input_size, preprocess["mean"], preprocess["std"])
@@ -57,7 +56,7 @@ class ImageClassifier:
             batch = self.batch(model_input)
         except LettucifyError as err:  # MLflow's invalid-input error: its servers answer 400 with the reason
             raise MlflowException.invalid_parameter_value(str(err)) from None
-        (logits,) = self.session.run(None, {self.input_name: batch})
+        logits = self.logits(batch)
         # As evaluation computes them (lettucify.evaluate.metrics.softmax_probs, which imports scikit-learn).
         probabilities = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
         best = probabilities.argmax(axis=1)
