@@ -5,7 +5,7 @@
 
 The same registered model is served three ways at once, each a process of its own:
 
-    lettucify  python -m lettucify task=serve (ONNX Runtime, micro-batching), raw JPEG bodies
+    lettucify  python -m lettucify task=serve serve.tta_flip=false (ONNX Runtime), raw JPEG bodies
     mlflow     mlflow models serve --env-manager local (the version's pyfunc), base64 JSON
     plain      benchmarks/plain_server.py: FastAPI + eager PyTorch on raw JPEG bodies
 
@@ -116,7 +116,7 @@ def start_servers(args: argparse.Namespace, logs: Path) -> Dict[str, tuple]:
     commands = {
         "lettucify": ([sys.executable, "-m", "lettucify", "task=serve", f"model_uri={args.model_uri}",
                        f"logger.tracking_uri={args.tracking_uri}", f"serve.port={ports['lettucify']}",
-                       f"hydra.run.dir={logs / 'lettucify-run'}"], "/ready", "/predict", "raw"),
+                       f"hydra.run.dir={logs / 'lettucify-run'}", *args.serve], "/ready", "/predict", "raw"),
         "mlflow": ([sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model_uri, "--env-manager", "local",
                     "-h", "127.0.0.1", "-p", str(ports["mlflow"])], "/ping", "/invocations", "json"),
         "plain": ([sys.executable, str(REPO / "benchmarks" / "plain_server.py"), args.model_uri, str(ports["plain"]),
@@ -142,6 +142,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", default="1,4,16")
     parser.add_argument("--rounds", type=int, default=3)
+    # The other two run the network once per image: so does Lettucify here, not the
+    # mirror-image average it serves by default (twice the compute).
+    parser.add_argument("--serve", nargs="*", default=["serve.tta_flip=false"], metavar="OVERRIDE",
+                        help="overrides for Lettucify's server (default: serve.tta_flip=false)")
     # Set only in the client process: one measurement against one server.
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)

@@ -412,11 +412,39 @@ class ServeConf:
     graceful_shutdown_s: float = field(default=30.0, metadata=greater_than(0))
 
 
+@dataclass
+class PredictConf:
+    """``task=predict``: label every file of ``input`` here, or through ``endpoint_url``."""
+
+    # A running server's or deployment's scoring URL (http://host:8080/predict, an Azure ML
+    # endpoint's .../score); null: the model of checkpoint= or model_uri= runs here.
+    endpoint_url: Optional[str] = field(default=None, metadata=matches(r"https?://\S+", "an http:// or https:// URL"))
+    # Sent as "Authorization: Bearer <its value>" to the endpoint when set.
+    api_key_env: str = "LETTUCIFY_API_KEY"
+    # Requests in flight to the endpoint at once, and how often one that got 429/502/503/504
+    # or no answer is sent again (after Retry-After, else a backoff).
+    concurrency: int = field(default=4, metadata=at_least(1))
+    retries: int = field(default=5, metadata=at_least(0))
+    timeout_s: float = field(default=60.0, metadata=greater_than(0))
+    # Labels and scores in the top_k column of predictions.csv.
+    top_k: int = field(default=5, metadata=at_least(1))
+    # Here: photos per model run, threads that decode them, and the model's own threads
+    # (null: ONNX Runtime's or PyTorch's default, every core).
+    batch_size: int = field(default=32, metadata=at_least(1))
+    decode_threads: int = field(default=4, metadata=at_least(1))
+    intra_op_threads: Optional[int] = field(default=None, metadata=at_least(1))
+    # What the server does, so that a folder is labelled as a request would be.
+    backend: ServeBackend = "${serve.backend}"  # type: ignore[assignment]
+    tta_flip: bool = "${serve.tta_flip}"  # type: ignore[assignment]
+    max_image_pixels: int = field(default="${serve.max_image_pixels}", metadata=at_least(1))  # type: ignore[arg-type]
+
+
 class Task(str, Enum):
     train = "train"
     evaluate = "evaluate"
     promote = "promote"
     serve = "serve"
+    predict = "predict"
 
 
 @dataclass
@@ -438,10 +466,13 @@ class Config:
     logger: Any = MISSING
     registry: RegistryConf = field(default_factory=RegistryConf)
     serve: Any = MISSING
+    predict: Any = MISSING
     task: Task = Task.train
-    # task=evaluate and task=serve: a checkpoint file, or an MLflow model URI (models:/<name>@<alias>).
+    # task=evaluate, serve and predict: a checkpoint file, or an MLflow model URI (models:/<name>@<alias>).
     checkpoint: Optional[str] = None
     model_uri: Optional[str] = None
+    # task=predict: the photos to label, a folder (searched recursively), a file or a glob.
+    input: Optional[str] = None
     # numpy's seeds are 32-bit.
     seed: int = field(default=0, metadata=in_range(0, 2**32 - 1))
 
@@ -456,6 +487,7 @@ _SCHEMAS = {
     "paths": {"default": PathsConf},
     "logger": {"mlflow": LoggerConf},
     "serve": {"default": ServeConf},
+    "predict": {"default": PredictConf},
 }
 
 

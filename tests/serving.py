@@ -1,4 +1,5 @@
-"""The real server in a process of its own, for tests: start, wait until ready, stop.
+"""For the serving and prediction tests: a registered model to serve, what evaluation
+says of photos, and the real server in a process of its own (start, wait until ready, stop).
 
     with ServerProcess(["model_uri=models:/x@candidate", ...], tmp_path) as server:
         server.post("/predict", data=jpeg, headers={"Content-Type": "image/jpeg"})
@@ -14,11 +15,58 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
+import numpy as np
 import requests
+import torch
 
 STARTUP_S = 120
+# The registered model's name.
+MODEL = "fridge-serve"
+# Largest difference in a probability that still counts as the same answer.
+TOLERANCE = 1e-4
+
+
+def train(root: Path, images: Path, uri: str, *extra: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lettucify", "model=cnn16", "model.input_size=32", "data=imagefolder",
+         f"data.root={images}", "data.batch_size=8", "trainer.epochs=3", "compute.num_threads=1",
+         f"logger.tracking_uri={uri}", f"registry.name={MODEL}", f"hydra.run.dir={root / 'train'}", *extra],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def registered_model(root: Path) -> Tuple[Path, Path, str]:
+    """``(root, images, tracking URI)``: generated images under root, and a cnn16 trained on
+    them and registered as MODEL version 1 (@candidate) in a SQLite store there."""
+    from helpers import make_image_folder
+
+    images = make_image_folder(root / "images")
+    uri = f"sqlite:///{root}/mlflow.db"
+    train(root, images, uri)
+    return root, images, uri
+
+
+def evaluation_probabilities(model_uri: str, uri: str) -> Callable[[Sequence[Path]], np.ndarray]:
+    """What evaluation computes for image files: its decoder, preprocessing, flip and softmax."""
+    from lettucify.data.images import load_rgb
+    from lettucify.data.transforms import eval_transform
+    from lettucify.evaluate.metrics import softmax_probs
+    from lettucify.models.build import load_trained
+    from lettucify.models.tta import FlipAveraged
+
+    model, classes, preprocess, _ = load_trained(None, model_uri, uri)
+    transform = eval_transform(preprocess["input_size"], preprocess["mean"], preprocess["std"])
+    net = FlipAveraged(model).eval()
+
+    def probabilities(paths: Sequence[Path]) -> np.ndarray:
+        with torch.no_grad():
+            return softmax_probs(net(torch.stack([transform(load_rgb(p)) for p in paths])))
+
+    probabilities.classes = classes
+    return probabilities
 
 
 class ServerProcess:

@@ -8,7 +8,9 @@ photos. With LETTUCIFY_DATA_DIR, the food16 test set is compared with task=evalu
 from __future__ import annotations
 
 import base64
+import csv
 import io
+import json
 import os
 import struct
 import subprocess
@@ -26,56 +28,19 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import make_image_folder
-from serving import ServerProcess
+from serving import MODEL, TOLERANCE, ServerProcess, evaluation_probabilities, registered_model, train
 
-MODEL = "fridge-serve"
 SECRET = "tEsT-kEy-9f2c1d"
-TOLERANCE = 1e-4
-
-
-def train(root: Path, images: Path, uri: str, *extra: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "lettucify", "model=cnn16", "model.input_size=32", "data=imagefolder",
-         f"data.root={images}", "data.batch_size=8", "trainer.epochs=3", "compute.num_threads=1",
-         f"logger.tracking_uri={uri}", f"registry.name={MODEL}", f"hydra.run.dir={root / 'train'}", *extra],
-        capture_output=True, text=True, timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    images = make_image_folder(root / "images")
-    uri = f"sqlite:///{root}/mlflow.db"
-    train(root, images, uri)
-    return root, images, uri
+    return registered_model(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
 def photos(trained) -> List[Path]:
     return sorted((trained[1] / "test").rglob("*.jpg"))
-
-
-def evaluation_probabilities(model_uri: str, uri: str) -> Callable[[Sequence[Path]], np.ndarray]:
-    """What evaluation computes for image files: its decoder, preprocessing, flip and softmax."""
-    from lettucify.data.images import load_rgb
-    from lettucify.data.transforms import eval_transform
-    from lettucify.evaluate.metrics import softmax_probs
-    from lettucify.models.build import load_trained
-    from lettucify.models.tta import FlipAveraged
-
-    model, classes, preprocess, _ = load_trained(None, model_uri, uri)
-    transform = eval_transform(preprocess["input_size"], preprocess["mean"], preprocess["std"])
-    net = FlipAveraged(model).eval()
-
-    def probabilities(paths: Sequence[Path]) -> np.ndarray:
-        with torch.no_grad():
-            return softmax_probs(net(torch.stack([transform(load_rgb(p)) for p in paths])))
-
-    probabilities.classes = classes
-    return probabilities
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +193,8 @@ MALFORMED = {
     "v2 wrong shape": ("POST", f"/v2/models/{MODEL}/infer", lambda p: {"json": v2([b64(p.read_bytes())], shape=[2, 3])}, 400),
     "v2 unknown model": ("POST", "/v2/models/nobody/infer", lambda p: {"json": v2([b64(p.read_bytes())])}, 404),
     "v2 without inputs": ("POST", f"/v2/models/{MODEL}/infer", lambda p: {"json": {"outputs": []}}, 400),
+    "negative top_k": ("POST", "/predict?top_k=-1", lambda p: {"data": p.read_bytes(), "headers": {"Content-Type": JPEG}}, 400),
+    "top_k not a number": ("POST", "/score?top_k=all", lambda p: {"json": {"image": b64(p.read_bytes())}}, 400),
     "unknown route": ("GET", "/nowhere", lambda p: {}, 404),
     "wrong method": ("GET", "/predict", lambda p: {}, 405),
 }
@@ -243,6 +210,16 @@ def test_a_malformed_request_gets_its_4xx_and_the_server_goes_on(server, photos,
     valid = server.post("/predict", data=photos[1].read_bytes(), headers={"Content-Type": JPEG})
     assert valid.status_code == 200
     assert_answers(valid.json()["predictions"], photos[1:2], expected)
+
+
+def test_a_request_may_ask_for_its_own_top_k(server, photos, expected):
+    def top_k(query: str) -> List[str]:
+        answer = server.post(f"/predict{query}", data=photos[0].read_bytes(), headers={"Content-Type": JPEG})
+        return [entry["label"] for entry in answer.json()["predictions"][0]["top_k"]]
+
+    ranked = [expected.classes[i] for i in np.argsort(-expected(photos[:1])[0])]
+    assert top_k("?top_k=1") == ranked[:1]
+    assert top_k("?top_k=0") == top_k("?top_k=99") == ranked  # every class
 
 
 def test_errors_say_what_was_wrong(server, photos):
@@ -366,6 +343,7 @@ FOOD16 = Path(os.environ.get("LETTUCIFY_DATA_DIR", "/nonexistent")) / "food16"
 @pytest.mark.slow
 @pytest.mark.skipif(not FOOD16.is_dir(), reason="needs the food16 photos in $LETTUCIFY_DATA_DIR")
 def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(tmp_path, monkeypatch):
+    """Served, and labelled by task=predict here and through the server, as task=evaluate labels it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -410,8 +388,36 @@ def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(tmp
 
         with ThreadPoolExecutor(4) as pool:
             predictions = list(pool.map(ask, paths))
+        remote = predict_folder(tmp_path / "predict-remote", f"predict.endpoint_url={server.url}/predict")
+    here = predict_folder(tmp_path / "predict-here", f"model_uri={model_uri}", f"logger.tracking_uri={uri}")
     labels = [p["label"] for p in predictions]
     assert labels == [classes[i] for i in evaluated.argmax(axis=1)]
     served = np.array([[{e["label"]: e["score"] for e in p["top_k"]}[c] for c in classes] for p in predictions])
     assert np.abs(served - evaluated).max() <= TOLERANCE
     assert np.mean([label == classes[true] for label, (_, true) in zip(labels, seen["samples"])]) == pytest.approx(top1)
+
+    # task=predict's predictions.csv: evaluate's rows, here and through the server.
+    evaluated_rows = read_predictions(tmp_path / "evaluate")
+    assert [row["path"] for row in evaluated_rows] == [str(p) for p in paths]
+    for predicted in (here, remote):
+        assert [row["path"] for row in predicted] == [str(p) for p in paths]
+        assert [row["label"] for row in predicted] == [row["label"] for row in evaluated_rows] == labels
+        assert [row["true_label"] for row in predicted] == [row["true_label"] for row in evaluated_rows]
+        for got, want in zip(predicted, evaluated_rows):
+            assert float(got["score"]) == pytest.approx(float(want["score"]), abs=TOLERANCE)
+    for run in ("predict-here", "predict-remote"):
+        assert json.loads((tmp_path / run / "metrics.json").read_text())["top1"] == pytest.approx(top1)
+
+
+def predict_folder(run_dir: Path, *overrides: str) -> List[Dict[str, str]]:
+    result = subprocess.run(
+        [sys.executable, "-m", "lettucify", "task=predict", f"input={FOOD16 / 'test'}", f"hydra.run.dir={run_dir}",
+         *overrides], capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return read_predictions(run_dir)
+
+
+def read_predictions(run_dir: Path) -> List[Dict[str, str]]:
+    with (run_dir / "predictions.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -189,19 +189,22 @@ def create_app(spec: Mapping[str, Any], net: Optional[nn.Module] = None) -> Fast
     async def invalid(request: Request, err: RequestValidationError) -> Response:
         return _error(400, "; ".join(str(e.get("msg")) for e in err.errors()) or "invalid request")
 
-    async def answer(request: Request) -> Response:
+    async def answer(request: Request, top_k: Optional[int]) -> Response:
         probs = await service.probabilities(request, await predict_images(request))
-        return _json({"predictions": service.labeller(probs), "model": service.identity})
+        return _json({"predictions": service.labeller(probs, top_k), "model": service.identity})
+
+    # task=predict asks for every class (top_k=0) to score a deployment on labelled photos.
+    TOP_K = Query(None, ge=0, description="labels in top_k (default serve.top_k; 0: every class)")
 
     @app.post("/predict", response_model=PredictAnswer, responses=ERRORS, openapi_extra=PREDICT_BODY)
-    async def predict(request: Request) -> Response:
+    async def predict(request: Request, top_k: Optional[int] = TOP_K) -> Response:
         """Label one or more photos: raw image bytes, a multipart ``file`` upload, or base64 JSON."""
-        return await within(answer(request), settings.request_timeout_s)
+        return await within(answer(request, top_k), settings.request_timeout_s)
 
     @app.post("/score", response_model=PredictAnswer, responses=ERRORS, openapi_extra=PREDICT_BODY)
-    async def score(request: Request) -> Response:
+    async def score(request: Request, top_k: Optional[int] = TOP_K) -> Response:
         """``/predict`` under the name Azure ML clients call."""
-        return await within(answer(request), settings.request_timeout_s)
+        return await within(answer(request, top_k), settings.request_timeout_s)
 
     @app.get("/health")
     async def health() -> Response:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from lettucify.config import ServeBackend
-from lettucify.data.images import load_rgb
+from lettucify.data.images import Source, load_rgb
 from lettucify.data.transforms import eval_transform
 from lettucify.evaluate.metrics import softmax_probs
 from lettucify.models.tta import FlipAveraged
@@ -32,14 +32,14 @@ ONNX_FILE = "model.onnx"
 
 
 class Preprocessor:
-    """Encoded image bytes -> the ``[3, H, W]`` float32 array evaluation would feed the model."""
+    """Encoded image bytes (or a file) -> the ``[3, H, W]`` float32 array evaluation would feed the model."""
 
     def __init__(self, preprocess: Mapping[str, Any], max_pixels: int) -> None:
         self.transform = eval_transform(preprocess["input_size"], preprocess["mean"], preprocess["std"])
         self.max_pixels = max_pixels
         self.shape = (3, preprocess["input_size"], preprocess["input_size"])
 
-    def __call__(self, data: bytes, name: str) -> np.ndarray:
+    def __call__(self, data: Source, name: Optional[str] = None) -> np.ndarray:
         image = load_rgb(data, self.max_pixels, formats=SERVED_FORMATS, name=name)
         return self.transform(image).numpy()
 
@@ -67,11 +67,11 @@ class OnnxRuntimeBackend:
         # No real photo is at hand here; registration checks on test images.
         check = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
         path = to_onnx(net, torch.zeros(1, 3, size, size), folder / ONNX_FILE, check=check)
-        log.info("serve: exported the model to %s", path)
+        log.info("exported the model for ONNX Runtime to %s", path)
         return {"onnx": str(path)}
 
     @staticmethod
-    def load(spec: Mapping[str, Any], threads: int, net: Optional[nn.Module] = None) -> Logits:
+    def load(spec: Mapping[str, Any], threads: Optional[int], net: Optional[nn.Module] = None) -> Logits:
         from lettucify.models.export import onnx_logits
 
         return onnx_logits(spec["onnx"], threads)
@@ -85,8 +85,9 @@ class TorchBackend:
         return {}
 
     @staticmethod
-    def load(spec: Mapping[str, Any], threads: int, net: Optional[nn.Module] = None) -> Logits:
-        torch.set_num_threads(threads)
+    def load(spec: Mapping[str, Any], threads: Optional[int], net: Optional[nn.Module] = None) -> Logits:
+        if threads:
+            torch.set_num_threads(threads)
         if net is None:  # a server process of its own (serve.workers > 1) loads it again
             net = load_net(spec["source"], spec["tta_flip"])[0]
 
@@ -112,8 +113,9 @@ class Labeller:
     classes: Sequence[str]
     top_k: int
 
-    def __call__(self, probs: np.ndarray) -> List[Dict[str, Any]]:
-        k = min(self.top_k, len(self.classes))
+    def __call__(self, probs: np.ndarray, top_k: Optional[int] = None) -> List[Dict[str, Any]]:
+        """``top_k`` overrides the default; 0 means every class."""
+        k = len(self.classes) if top_k == 0 else min(top_k or self.top_k, len(self.classes))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         answers = []
         for row, best in zip(probs, order):

@@ -4,7 +4,7 @@
     python -m lettucify task=evaluate model_uri=models:/lettucify-food16@candidate
 
 The model brings its own preprocessing and class names; the data config says which
-photos to test on. Writes the same files as the end of a training run.
+photos to test on. Writes the same files as the end of a training run, and predictions.csv (as task=predict).
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from omegaconf import DictConfig
 
 from lettucify.compute.device import amp_dtype, setup_compute
 from lettucify.errors import LettucifyError
+from lettucify.evaluate.metrics import softmax_probs
 from lettucify.evaluate.predict import predict_sharded
 from lettucify.evaluate.report import write_evaluation
 from lettucify.models.build import load_trained, require_one_source
+from lettucify.predict.results import PredictionsCsv, from_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,10 @@ def run(cfg: DictConfig) -> float:
         channels_last=cfg.compute.channels_last, amp_dtype=amp_dtype(cfg.compute), tta_flip=cfg.trainer.tta_flip,
     )
     metrics = write_evaluation(logits, labels, classes, data.test_set.samples, run_dir, history=history)
+    paths = [path for path, _ in data.test_set.samples]
+    with PredictionsCsv(run_dir, cfg.predict.top_k, with_true_label=True) as predictions:
+        for result, label in zip(from_probabilities(paths, softmax_probs(logits), classes), labels.tolist()):
+            predictions.write(result, classes[label])
     log.info(
         "test top-1 %.4f, top-5 %.4f, macro-F1 %.4f on %d images; report in %s",
         metrics["top1"], metrics["top5"], metrics["macro_f1"], len(labels), run_dir,
