@@ -439,12 +439,145 @@ class PredictConf:
     max_image_pixels: int = field(default="${serve.max_image_pixels}", metadata=at_least(1))  # type: ignore[arg-type]
 
 
+class DeployAction(str, Enum):
+    deploy = "deploy"  # the idle colour gets the version, then the traffic
+    status = "status"  # each colour's version, traffic and health
+    rollback = "rollback"  # all traffic back to the other colour
+    stop = "stop"  # take the deployment down (local)
+
+
+class DeployStrategy(str, Enum):
+    all_at_once = "all_at_once"
+    canary = "canary"
+
+
+class DeployTarget(str, Enum):
+    local = "local"
+    azure_online = "azure_online"
+    kubernetes = "kubernetes"
+
+
+@dataclass
+class DeployConf:
+    """``task=deploy``: the flow, the same for every target (lettucify/deploy/flow.py).
+
+    Each option of the ``deploy`` group names its ``target`` and carries that target's
+    settings under the same name (``deploy.local.port``, ``deploy.kubernetes.min_pods``):
+    a class of lettucify/deploy/ built through its ``_target_``.
+    """
+
+    target: DeployTarget = MISSING
+    action: DeployAction = DeployAction.deploy
+    strategy: DeployStrategy = DeployStrategy.canary
+    # Percent of live traffic on the new colour at each canary step; the last must be 100.
+    canary_steps: List[int] = field(
+        default_factory=lambda: [10, 50, 100], metadata=each(in_range(1, 100), increasing=True)
+    )
+    # How long each step (and the mirror phase) runs before the health gate is read.
+    step_wait_s: float = field(default=10.0, metadata=at_least(0))
+    # The gate, on the new colour's own /metrics over the step: server errors (5xx) per
+    # request, and the 99th percentile latency.
+    max_error_rate: float = field(default=0.01, metadata=in_range(0, 1))
+    max_p99_ms: float = field(default=2000.0, metadata=greater_than(0))
+    # Percent of live traffic copied to the new colour (answers dropped) before the first step.
+    mirror_percent: int = field(default=0, metadata=in_range(0, 50))
+    ready_timeout_s: float = field(default=300.0, metadata=greater_than(0))
+    # The smoke test's photo and the label it must get; null: the first food16 test photo
+    # (through paths.data_dir), labelled by its class folder.
+    smoke_photo: Optional[str] = None
+    smoke_label: Optional[str] = None
+    # Sent as "Authorization: Bearer <value>" to the deployment, when set.
+    api_key_env: str = "LETTUCIFY_API_KEY"
+    # The registry alias that follows the version with all live traffic.
+    live_alias: str = "live"
+
+
+@dataclass
+class LocalTargetConf:
+    """Blue and green as two server processes behind a weighted front (the server in router mode)."""
+
+    _target_: str = "lettucify.deploy.local.LocalTarget"
+    host: str = "127.0.0.1"
+    # The front's port: what clients call.
+    port: int = field(default=8080, metadata=in_range(1, 65535))
+    # Processes, pid files, ports and logs.
+    state_dir: str = "outputs/deployments/local"
+    # On a swap or stop: how long the front waits for a colour's requests in flight.
+    drain_s: float = field(default=30.0, metadata=greater_than(0))
+    # Overrides for the colours' servers (task=serve), e.g. ["serve.workers=2"].
+    serve_overrides: List[str] = field(default_factory=list)
+
+
+class AzureShip(str, Enum):
+    mlflow = "mlflow"  # the registered MLflow model, Azure ML's no-code deployment
+    container = "container"  # the Lettucify server image (deploy/Dockerfile)
+
+
+@dataclass
+class AzureOnlineTargetConf:
+    """A ManagedOnlineEndpoint with deployments named blue and green (lettucify/azure)."""
+
+    _target_: str = "lettucify.deploy.azure_online.AzureOnlineTarget"
+    workspace: AzureWorkspaceConf = field(default_factory=AzureWorkspaceConf)
+    endpoint_name: str = field(default="lettucify-food16", metadata=matches(r"[A-Za-z][A-Za-z0-9-]{1,30}[A-Za-z0-9]", "3 to 32 letters, digits and dashes, starting with a letter"))
+    instance_type: str = "Standard_DS3_v2"
+    instance_count: int = field(default=1, metadata=at_least(1))
+    ship: AzureShip = AzureShip.mlflow
+    # ship=container: the serving image, in a registry the workspace can pull from.
+    image: Optional[str] = None
+    # Write endpoint.yaml and deployment-<colour>.yaml to the run folder; call nothing.
+    dry_run: bool = False
+
+
+@dataclass
+class KubernetesTargetConf:
+    """Manifests per colour, a Gateway (Application Gateway for Containers) and an HTTPRoute."""
+
+    _target_: str = "lettucify.deploy.kubernetes.KubernetesTarget"
+    namespace: str = "lettucify"
+    image: str = "lettucify-serve:latest"
+    min_pods: int = field(default=1, metadata=at_least(1))
+    max_pods: int = field(default=5, metadata=at_least("min_pods"))
+    cpu_target_percent: int = field(default=70, metadata=in_range(1, 100))
+    cpu_request: str = "500m"
+    cpu_limit: str = "2"
+    memory_request: str = "1Gi"
+    memory_limit: str = "2Gi"
+    gateway_class: str = "azure-alb-external"
+    # The ALB the controller manages (alb-namespace/alb-name), or an existing one (alb_id).
+    alb_namespace: Optional[str] = "alb-infra"
+    alb_name: Optional[str] = "lettucify-alb"
+    alb_id: Optional[str] = None
+    hostname: Optional[str] = None
+    # Apply with the Kubernetes Python client; else print `kubectl apply -f <folder>`.
+    apply: bool = False
+
+
+@dataclass
+class LocalDeployConf(DeployConf):
+    target: DeployTarget = DeployTarget.local
+    local: LocalTargetConf = field(default_factory=LocalTargetConf)
+
+
+@dataclass
+class AzureOnlineDeployConf(DeployConf):
+    target: DeployTarget = DeployTarget.azure_online
+    azure_online: AzureOnlineTargetConf = field(default_factory=AzureOnlineTargetConf)
+
+
+@dataclass
+class KubernetesDeployConf(DeployConf):
+    target: DeployTarget = DeployTarget.kubernetes
+    kubernetes: KubernetesTargetConf = field(default_factory=KubernetesTargetConf)
+
+
 class Task(str, Enum):
     train = "train"
     evaluate = "evaluate"
     promote = "promote"
     serve = "serve"
     predict = "predict"
+    deploy = "deploy"
 
 
 @dataclass
@@ -467,6 +600,7 @@ class Config:
     registry: RegistryConf = field(default_factory=RegistryConf)
     serve: Any = MISSING
     predict: Any = MISSING
+    deploy: Any = MISSING
     task: Task = Task.train
     # task=evaluate, serve and predict: a checkpoint file, or an MLflow model URI (models:/<name>@<alias>).
     checkpoint: Optional[str] = None
@@ -488,6 +622,7 @@ _SCHEMAS = {
     "logger": {"mlflow": LoggerConf},
     "serve": {"default": ServeConf},
     "predict": {"default": PredictConf},
+    "deploy": {"local": LocalDeployConf, "azure_online": AzureOnlineDeployConf, "kubernetes": KubernetesDeployConf},
 }
 
 
