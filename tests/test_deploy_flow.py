@@ -166,3 +166,26 @@ def test_the_registry_records_colours_traffic_and_the_live_alias(tmp_path):
     assert str(registry.get_model_version_by_alias("m", "live").version) == "3"
     flow.rollback(target, record)
     assert str(registry.get_model_version_by_alias("m", "live").version) == "2"
+
+
+def test_the_gate_counts_server_errors_and_the_p99_of_the_scored_routes_only():
+    from lettucify.deploy import gate
+    from lettucify.serve.metrics import Metrics
+
+    metrics = Metrics("m", "2", None, "green")
+    before = gate.parse(metrics.exposition().decode())
+    for _ in range(95):
+        metrics.observe("/predict", 200, 0.02)
+    for _ in range(3):
+        metrics.observe("/score", 503, 0.001)
+    metrics.observe("/predict", 415, 0.001)  # the client's mistake, not an error of the deployment
+    metrics.observe("/v2/models/{model_name}/infer", 200, 3.0)  # the slow one in a hundred
+    for _ in range(50):
+        metrics.observe("/metrics", 500, 9.0)  # not a scored route
+    after = gate.parse(metrics.exposition().decode())
+
+    verdict = gate.judge(before, after, max_error_rate=0.05, max_p99_ms=5000)
+    assert (verdict.requests, verdict.error_rate, verdict.p99_ms, verdict.problem) == (100, 0.03, 25.0, None)
+    strict = gate.judge(before, after, max_error_rate=0.01, max_p99_ms=10)
+    assert strict.problem == "error rate 3.0% over deploy.max_error_rate=0.01; p99 latency 25 ms over deploy.max_p99_ms=10"
+    assert gate.judge(after, after, 0.01, 10) == gate.Verdict(0, 0.0, None, None)  # no request: nothing to judge

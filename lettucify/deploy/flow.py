@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
+import requests
+
 from lettucify.deploy import gate
 from lettucify.deploy.smoke import Deployment, failures
 from lettucify.deploy.target import COLOURS, ColourState, DeployError, Endpoint, ModelRef, Target, other
@@ -59,13 +61,20 @@ def _gate(endpoint: Optional[Endpoint], plan: Plan, what: str) -> None:
         log.info("deploy: %s: no health gate (the new colour's metrics cannot be read from here)", what)
         time.sleep(plan.step_wait_s)
         return
-    before = gate.read(endpoint)
+    before = _read(endpoint, what)
     time.sleep(plan.step_wait_s)
-    verdict = gate.judge(before, gate.read(endpoint), plan.max_error_rate, plan.max_p99_ms)
+    verdict = gate.judge(before, _read(endpoint, what), plan.max_error_rate, plan.max_p99_ms)
     log.info("deploy: %s: %d requests, error rate %.2f%%, p99 %s", what, verdict.requests, 100 * verdict.error_rate,
              "-" if verdict.p99_ms is None else f"{verdict.p99_ms:g} ms")
     if verdict.problem:
         raise DeployError(f"gate at {what}", verdict.problem)
+
+
+def _read(endpoint: Endpoint, what: str) -> gate.Counts:
+    try:
+        return gate.read(endpoint)
+    except requests.RequestException as err:  # the new colour died or hangs: that is a failed gate
+        raise DeployError(f"gate at {what}", f"{endpoint.base_url}/metrics did not answer ({type(err).__name__})") from None
 
 
 def deploy(target: Target, model: ModelRef, plan: Plan, smoke: SmokeSpec, record: Record) -> str:

@@ -29,12 +29,17 @@ class Counts:
     buckets: Mapping[float, float]
 
 
-def read(endpoint: Endpoint, headers: Optional[Mapping[str, str]] = None) -> Counts:
-    response = requests.get(f"{endpoint.base_url}/metrics", headers={**endpoint.headers, **(headers or {})}, timeout=30)
+def read(endpoint: Endpoint) -> Counts:
+    response = requests.get(f"{endpoint.base_url}/metrics", headers=dict(endpoint.headers), timeout=30)
     response.raise_for_status()
+    return parse(response.text)
+
+
+def parse(exposition: str) -> Counts:
+    """The counts of the scored routes in a server's Prometheus text."""
     total = errors = 0.0
     buckets: Dict[float, float] = {}
-    for family in text_string_to_metric_families(response.text):
+    for family in text_string_to_metric_families(exposition):
         for sample in family.samples:
             if sample.labels.get("route") not in SCORED_ROUTES:
                 continue
