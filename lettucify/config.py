@@ -502,7 +502,8 @@ class LocalTargetConf:
     port: int = field(default=8080, metadata=in_range(1, 65535))
     # Processes, pid files, ports and logs.
     state_dir: str = "outputs/deployments/local"
-    # On a swap or stop: how long the front waits for a colour's requests in flight.
+    # On a swap, remove or stop: how long a colour's requests in flight through the front get
+    # to finish, and then how long its server gets to exit on SIGTERM before it is killed.
     drain_s: float = field(default=30.0, metadata=greater_than(0))
     # Overrides for the colours' servers (task=serve), e.g. ["serve.workers=2"].
     serve_overrides: List[str] = field(default_factory=list)

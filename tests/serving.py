@@ -49,6 +49,13 @@ def registered_model(root: Path) -> Tuple[Path, Path, str]:
     return root, images, uri
 
 
+def copied_version(uri: str, version: str = "1") -> str:
+    """A new version of MODEL holding ``version``'s files, registered without training: its number."""
+    from lettucify.tracking.store import client
+
+    return str(client(uri).copy_model_version(f"models:/{MODEL}/{version}", MODEL).version)
+
+
 def evaluation_probabilities(model_uri: str, uri: str) -> Callable[[Sequence[Path]], np.ndarray]:
     """What evaluation computes for image files: its decoder, preprocessing, flip and softmax."""
     from lettucify.data.images import load_rgb
