@@ -526,6 +526,11 @@ class AzureOnlineTargetConf:
     ship: AzureShip = AzureShip.mlflow
     # ship=container: the serving image, in a registry the workspace can pull from.
     image: Optional[str] = None
+    # Requests one instance is sent at once (Azure queues the rest at the endpoint); 1 is
+    # Azure's default. ship=container's server queues and micro-batches its own, so it can take more.
+    max_concurrent_requests_per_instance: int = field(default=1, metadata=at_least(1))
+    # Azure's time limit on one scoring request (it allows at most 180 s): serve.request_timeout_s's 30 s.
+    request_timeout_ms: int = field(default=30000, metadata=in_range(1, 180000))
     # Write endpoint.yaml and deployment-<colour>.yaml to the run folder; call nothing.
     dry_run: bool = False
 

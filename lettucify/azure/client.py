@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Mapping, Optional
 
 from omegaconf import DictConfig
 
@@ -86,8 +86,19 @@ def connect(workspace: DictConfig) -> "AzureML":
     return AzureML(make_ml_client(workspace))
 
 
+def _found(get: Callable[[], Any]) -> Optional[Any]:
+    """What ``get`` returns, or None when the service has no such resource."""
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return get()
+    except ResourceNotFoundError:
+        return None
+
+
 class AzureML:
-    """What Lettucify asks of a workspace: clusters, job submission, following, cancelling."""
+    """What Lettucify asks of a workspace: clusters, job submission, following, cancelling;
+    online endpoints and their deployments (deploy=azure_online)."""
 
     def __init__(self, ml_client: Any) -> None:
         self.ml = ml_client
@@ -96,15 +107,10 @@ class AzureML:
 
     def ensure_cluster(self, cluster: Any) -> None:
         """Create the cluster when missing, or update its scale settings; once per name."""
-        from azure.core.exceptions import ResourceNotFoundError
-
         with self._lock, service_errors(f"cluster {cluster.name}"):
             if cluster.name in self._ready:
                 return
-            try:
-                existing = self.ml.compute.get(cluster.name)
-            except ResourceNotFoundError:
-                existing = None
+            existing = _found(lambda: self.ml.compute.get(cluster.name))
             if existing is not None and str(existing.size).lower() != str(cluster.size).lower():
                 raise LettucifyError(
                     f"cluster {cluster.name} exists with size {existing.size}, not {cluster.size}; "
@@ -139,3 +145,59 @@ class AzureML:
         with service_errors(f"job {name}"):
             self.ml.jobs.download(name, download_path=str(path), output_name=output_name)
         return path / "named-outputs" / output_name
+
+    # ------------------------------------------------------------------ online endpoints
+    def online_endpoint(self, name: str) -> Optional[Any]:
+        """The endpoint, or None when the workspace has none of that name."""
+        with service_errors(f"endpoint {name}"):
+            return _found(lambda: self.ml.online_endpoints.get(name))
+
+    def put_online_endpoint(self, endpoint: Any) -> Any:
+        with service_errors(f"creating endpoint {endpoint.name}"):
+            return self.ml.online_endpoints.begin_create_or_update(endpoint).result()
+
+    def set_endpoint_traffic(self, name: str, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
+        """Send the endpoint's live and mirror traffic maps as they are (the caller keeps Azure's rules)."""
+        with service_errors(f"traffic of endpoint {name}"):
+            endpoint = self.ml.online_endpoints.get(name)
+            endpoint.traffic, endpoint.mirror_traffic = dict(traffic), dict(mirror)
+            self.ml.online_endpoints.begin_create_or_update(endpoint).result()
+
+    def delete_online_endpoint(self, name: str) -> None:
+        """Delete the endpoint and every deployment on it."""
+        with service_errors(f"deleting endpoint {name}"):
+            self.ml.online_endpoints.begin_delete(name=name).result()
+
+    def endpoint_key(self, name: str) -> str:
+        """The endpoint's primary key. A secret: for request headers only, never logged or written."""
+        with service_errors(f"keys of endpoint {name}"):
+            keys = self.ml.online_endpoints.get_keys(name)
+        key = getattr(keys, "primary_key", None)
+        if not key:
+            raise LettucifyError(f"endpoint {name} has no key: its auth_mode is not key; "
+                                 "deploy to an endpoint of Lettucify's own (deploy.azure_online.endpoint_name)")
+        return key
+
+    def online_deployments(self, endpoint_name: str) -> List[Any]:
+        with service_errors(f"deployments of endpoint {endpoint_name}"):
+            return list(self.ml.online_deployments.list(endpoint_name))
+
+    def online_deployment(self, endpoint_name: str, name: str) -> Optional[Any]:
+        """The deployment, or None when the endpoint has none of that name."""
+        with service_errors(f"deployment {name} of endpoint {endpoint_name}"):
+            return _found(lambda: self.ml.online_deployments.get(name, endpoint_name))
+
+    def put_online_deployment(self, deployment: Any) -> Any:
+        """Create or update the deployment (uploading its model, building its environment) and
+        wait until Azure has provisioned it."""
+        with service_errors(f"deployment {deployment.name} of endpoint {deployment.endpoint_name}"):
+            return self.ml.online_deployments.begin_create_or_update(deployment).result()
+
+    def delete_online_deployment(self, endpoint_name: str, name: str) -> None:
+        with service_errors(f"deleting deployment {name} of endpoint {endpoint_name}"):
+            self.ml.online_deployments.begin_delete(name, endpoint_name).result()
+
+    def deployment_logs(self, endpoint_name: str, name: str, lines: int) -> str:
+        """The last ``lines`` lines of the deployment's container log."""
+        with service_errors(f"logs of deployment {name} of endpoint {endpoint_name}"):
+            return self.ml.online_deployments.get_logs(name, endpoint_name, lines)

@@ -147,18 +147,23 @@ def quoted(overrides: Sequence[str]) -> List[str]:
     return [shlex.quote(override) for override in overrides]
 
 
+def spec_yaml(spec: Mapping[str, Any]) -> str:
+    """An entity's ``_to_dict()`` as YAML that azure.ai.ml's ``load_*`` read back."""
+    return yaml.safe_dump(json.loads(json.dumps(spec)), sort_keys=False)  # OrderedDicts to plain types
+
+
 def job_yaml(job: Any) -> str:
     """The job as YAML that azure.ai.ml.load_job reads back.
 
     A CommandJob's own dump writes local input paths as ``azureml:<path>`` (a data
     asset reference); they are written back as the local folders they are.
     """
-    spec = json.loads(json.dumps(job._to_dict()))  # OrderedDicts to plain YAML-able types
+    spec = job._to_dict()
     for name, value in (job.inputs or {}).items():
         path = getattr(value, "path", None)
         if path and not str(path).startswith("azureml:"):
             spec["inputs"][name]["path"] = str(path)
-    return yaml.safe_dump(spec, sort_keys=False)
+    return spec_yaml(spec)
 
 
 def write_specs(job: Any, compute_cluster: Any, folder: Path) -> tuple[Path, Path]:
