@@ -541,6 +541,8 @@ class KubernetesTargetConf:
 
     _target_: str = "lettucify.deploy.kubernetes.KubernetesTarget"
     namespace: str = "lettucify"
+    # The serving image's repository: its tag becomes <model>-<version>, one image per
+    # version with the model baked in (built from images/<colour>/ under manifests_dir).
     image: str = "lettucify-serve:latest"
     min_pods: int = field(default=1, metadata=at_least(1))
     max_pods: int = field(default=5, metadata=at_least("min_pods"))
@@ -557,6 +559,17 @@ class KubernetesTargetConf:
     hostname: Optional[str] = None
     # Apply with the Kubernetes Python client; else print `kubectl apply -f <folder>`.
     apply: bool = False
+    # With alb_id: the name of that ALB's frontend the Gateway takes.
+    alb_frontend: Optional[str] = field(default=None, metadata=matches(r"[A-Za-z0-9][\w.-]*", "an Azure resource name: letters, digits, _ . and -"))
+    # A Secret in `namespace` whose key "api-key" holds the key the server asks for
+    # (Authorization: Bearer); null: the server asks for none.
+    api_key_secret: Optional[str] = field(
+        default=None,
+        metadata=matches(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", "a Kubernetes name: lower-case letters, digits, - and ."),
+    )
+    # What lives from one command to the next: manifests/ (the current manifests, what
+    # `kubectl apply -f` takes), images/<colour>/ (each colour's image build) and state.json.
+    manifests_dir: str = field(default="outputs/deployments/kubernetes", metadata=matches(r".*\S.*", "a folder"))
 
 
 @dataclass
