@@ -401,6 +401,10 @@ class ServeConf:
     api_key_env: str = "LETTUCIFY_API_KEY"
     # Reported in every answer and metric: which deployment (blue/green) answered.
     deployment: Optional[str] = "${oc.env:LETTUCIFY_DEPLOYMENT,null}"
+    # The registered name and version a model folder holds (model_uri=/model in a container,
+    # where the registry is out of reach), for the answers and metrics; null: as resolved.
+    model_name: Optional[str] = "${oc.env:LETTUCIFY_MODEL_NAME,null}"
+    model_version: Optional[str] = "${oc.env:LETTUCIFY_MODEL_VERSION,null}"
     # Server processes, each with its own copy of the model (Prometheus multiprocess mode).
     workers: int = field(default=1, metadata=at_least(1))
     # Threads of one model run (ONNX Runtime's intra-op threads, torch.set_num_threads): on

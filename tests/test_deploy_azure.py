@@ -133,7 +133,8 @@ def test_a_dry_run_writes_yaml_that_loads_back_and_calls_nothing(ship, versions,
             assert deployment.environment is None and deployment.code_configuration is None
         else:
             assert deployment.model.type == "custom_model"
-            assert deployment.environment_variables == {"LETTUCIFY_DEPLOYMENT": colour}
+            assert deployment.environment_variables == {"LETTUCIFY_DEPLOYMENT": colour, "LETTUCIFY_MODEL_NAME": "tiny",
+                                                        "LETTUCIFY_MODEL_VERSION": version}
             routes = deployment.environment.inference_config
             assert {name: (r["port"], r["path"]) for name, r in routes.items()} == {
                 "livenessRoute": (8080, "/health"), "readinessRoute": (8080, "/ready"), "scoringRoute": (8080, "/score")}

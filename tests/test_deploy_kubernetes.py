@@ -263,7 +263,8 @@ def test_the_pods_run_the_server_non_root_on_a_read_only_root_with_probes(deploy
     assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
     assert security["capabilities"] == {"drop": ["ALL"]} and security["runAsNonRoot"] is True
     assert server["command"] == ["python", "-m", "lettucify", "task=serve", "model_uri=/model",
-                                 "serve.host=0.0.0.0", "serve.port=8080", "hydra.run.dir=/tmp/run"]
+                                 "serve.host=0.0.0.0", "serve.port=8080", "hydra.run.dir=/tmp/run",
+                                 "serve.model_name=lettucify-food16", "serve.model_version=4"]
     [scratch] = server["volumeMounts"]
     assert scratch["mountPath"] == "/tmp"
     assert {"name": scratch["name"], "emptyDir": {"sizeLimit": "2Gi"}} in pod["volumes"]
@@ -315,7 +316,7 @@ def test_the_dockerfile_runs_non_root_and_its_build_context_is_complete(capsys, 
     assert (context / "project" / "setup.cfg").is_file() and (context / "project" / "lettucify" / "cli.py").is_file()
     assert not list((context / "project").rglob("__pycache__"))
     [cmd] = [args for op, args in instructions if op == "CMD"]
-    assert json.loads(cmd) == list(manifests.SERVER_COMMAND)
+    assert json.loads(cmd) == [*manifests.SERVER_COMMAND, "serve.model_name=lettucify-food16", "serve.model_version=4"]
     assert (deployed.record / "images" / "green" / "Dockerfile").read_text() == dockerfile
     assert f"docker build -t lettucify-serve:lettucify-food16-4 {context}" in capsys.readouterr().out.splitlines()
 

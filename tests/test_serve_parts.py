@@ -103,3 +103,20 @@ def test_an_image_the_decoder_refuses_gets_its_status(data, status):
     with pytest.raises(Exception) as err:
         load_rgb(data, formats=("JPEG", "PNG", "WEBP"), name="image")
     assert image_error(err.value).status == status
+
+
+def test_a_model_folder_is_served_under_the_registered_name_and_version_it_is_given(monkeypatch):
+    from test_config import compose_cfg
+
+    from lettucify.tasks.serve import _model
+
+    plain = compose_cfg(["task=serve", "model_uri=/model"])
+    assert _model(plain)[0] == {"name": "/model", "version": None, "alias": None, "deployment": None}
+    # As a container is started (Kubernetes: overrides; Azure: its environment).
+    monkeypatch.setenv("LETTUCIFY_MODEL_NAME", "lettucify-food16")
+    monkeypatch.setenv("LETTUCIFY_MODEL_VERSION", "7")
+    monkeypatch.setenv("LETTUCIFY_DEPLOYMENT", "green")
+    named = compose_cfg(["task=serve", "model_uri=/model"])
+    identity, source = _model(named)
+    assert identity == {"name": "lettucify-food16", "version": "7", "alias": None, "deployment": "green"}
+    assert source["model_uri"] == "/model"

@@ -105,7 +105,8 @@ def deployment(settings: DeploymentSettings, colour: str, model_name: str, model
             raise LettucifyError("deploy.azure_online.ship=container needs deploy.azure_online.image: "
                                  "the Lettucify server image, in a registry the workspace can pull from")
         container = {"environment": server_environment(settings.image, model_dir.name, context),
-                     "environment_variables": {"LETTUCIFY_DEPLOYMENT": colour}}
+                     "environment_variables": {"LETTUCIFY_DEPLOYMENT": colour, "LETTUCIFY_MODEL_NAME": model_name,
+                                               "LETTUCIFY_MODEL_VERSION": str(model_version)}}
     return ManagedOnlineDeployment(
         name=colour,
         endpoint_name=settings.endpoint_name,

@@ -31,6 +31,13 @@ SERVER_COMMAND = (
     "python", "-m", "lettucify", "task=serve", f"model_uri={MODEL_DIR}",
     "serve.host=0.0.0.0", f"serve.port={PORT}", "hydra.run.dir=/tmp/run",
 )
+
+
+def server_command(model: ModelRef) -> List[str]:
+    """The server on the baked-in folder, answering with the version's registered name."""
+    return [*SERVER_COMMAND, f"serve.model_name={model.name}", f"serve.model_version={model.version}"]
+
+
 # The image's user; the pod asks for it by number (runAsUser) so runAsNonRoot can check it.
 UID = 10001
 # The key of the api_key_secret Secret that holds the API key.
@@ -95,7 +102,7 @@ def deployment(conf: KubernetesTargetConf, colour: str, model: ModelRef) -> Mani
         "name": "server",
         "image": image(conf, model),
         "imagePullPolicy": "IfNotPresent",
-        "command": list(SERVER_COMMAND),
+        "command": server_command(model),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": _env(conf, colour),
         "resources": {
@@ -308,5 +315,5 @@ ENV HOME={SCRATCH}
 WORKDIR {SCRATCH}
 USER {UID}:{UID}
 EXPOSE {PORT}
-CMD {json.dumps(list(SERVER_COMMAND))}
+CMD {json.dumps(server_command(model))}
 """

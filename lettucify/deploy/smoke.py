@@ -38,9 +38,10 @@ class Deployment:
     session: requests.Session = field(default_factory=requests.Session)
 
     def post(self, **kwargs) -> requests.Response:
-        headers = {**self.endpoint.headers, **kwargs.pop("headers", {})}
+        headers = {**kwargs.pop("headers", {})}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        headers.update(self.endpoint.headers)  # a target's own key (Azure's) comes with its endpoint
         return self.session.post(self.endpoint.scoring_url, headers=headers, timeout=TIMEOUT_S, **kwargs)
 
 

@@ -43,6 +43,8 @@ def _model(cfg: DictConfig) -> Tuple[Dict[str, Optional[str]], Dict[str, Optiona
         name, version, alias = resolve_version(cfg.model_uri, cfg.logger.tracking_uri)
         if version is not None:  # load the version the alias points at now, whatever it does next
             source["model_uri"] = f"models:/{name}/{version}"
+    if cfg.serve.model_name:
+        name, version, alias = cfg.serve.model_name, cfg.serve.model_version, None
     return {"name": name, "version": version, "alias": alias, "deployment": cfg.serve.deployment}, source
 
 
