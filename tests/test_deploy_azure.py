@@ -368,3 +368,34 @@ def test_the_target_meets_the_protocol(fake, tmp_path):
     for method in ("state", "put", "wait_ready", "direct", "set_traffic", "remove", "stop"):
         assert inspect.signature(getattr(target, method)).parameters.keys() == \
             {k: v for k, v in inspect.signature(getattr(Target, method)).parameters.items() if k != "self"}.keys()
+
+
+def test_the_deploy_flow_canary_and_rollback_through_the_fake_client(versions, fake, tmp_path):
+    """The flow itself (lettucify.deploy.flow) on this target: the calls of a first deploy, a
+    canary and a rollback, in order, every traffic map within Azure's rules."""
+    from lettucify.deploy import flow
+
+    target = make_target(tmp_path)
+    plan = flow.Plan(steps=[10, 50, 100], step_wait_s=0, max_error_rate=0.01, max_p99_ms=1000, mirror_percent=20,
+                     ready_timeout_s=5)
+    no_smoke = lambda endpoint: pytest.fail("ship=mlflow has no Lettucify smoke test")  # noqa: E731
+    assert flow.deploy(target, versions[0], plan, no_smoke, lambda states: None) == "blue"
+    assert flow.deploy(target, versions[1], plan, no_smoke, lambda states: None) == "green"
+    assert flow.rollback(target, lambda states: None) == "blue"
+
+    assert mutations(fake) == [
+        ("online_endpoints.begin_create_or_update", ENDPOINT),  # the endpoint, no deployment yet
+        ("online_deployments.begin_create_or_update", "blue"),
+        ("online_endpoints.begin_create_or_update", ENDPOINT),  # blue 100
+        ("online_deployments.begin_create_or_update", "green"),  # at 0%
+        *[("online_endpoints.begin_create_or_update", ENDPOINT)] * 6,  # mirror on, mirror off, 3 steps, rollback
+    ]
+    assert sent_maps(fake)[1:] == [
+        ({"blue": 100}, {}),
+        ({"blue": 100, "green": 0}, {"green": 20}),  # mirrored first, no live traffic
+        ({"blue": 100, "green": 0}, {"green": 0}),  # mirroring ends before green takes live traffic
+        ({"blue": 90, "green": 10}, {"green": 0}), ({"blue": 50, "green": 50}, {}), ({"blue": 0, "green": 100}, {}),
+        ({"blue": 100, "green": 0}, {}),
+    ]
+    assert_every_map_obeys_the_rules(fake)
+    assert shares(target) == {"blue": ("1", 100, 0, "ready"), "green": ("2", 0, 0, "ready")}
