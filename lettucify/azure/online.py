@@ -145,7 +145,7 @@ def check_traffic(traffic: Shares, mirror: Shares, deployments: Collection[str])
         if unknown:
             raise LettucifyError(f"{kind} names {', '.join(unknown)}, which the endpoint has no deployment of "
                                  f"(it has {', '.join(sorted(deployments)) or 'none'})")
-        for name, share in shares.items():
+        for name, share in sorted(shares.items()):  # sorted: the same map always gets the same message
             if isinstance(share, bool) or not isinstance(share, int) or not 0 <= share <= 100:
                 raise LettucifyError(f"{kind} of {name} is {share!r}: Azure takes whole percents from 0 to 100")
     total = sum(traffic.values())
