@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from lettucify.validation import at_least, each, greater_than, in_range, matches, one_of
+from lettucify.validation import at_least, each, greater_than, in_range, matches, off_or_at_least, one_of
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,6 +121,10 @@ class DataConf:
     download: Optional[DownloadConf] = None
     # Fraction of train carved out (stratified, seeded) for validation; 0 disables it.
     val_fraction: float = field(default=0.15, metadata=in_range(0, 1, upper_open=True))
+    # K >= 2: cross-validation. The job trains once per stratified fold of the training
+    # photos (val_fraction is then unused), reports the folds' mean validation metrics,
+    # and its final model is trained on every training photo. 0: a single split.
+    cv_folds: int = field(default=0, metadata=off_or_at_least(2))
     # Any integer: it seeds a generator per class name.
     split_seed: int = 0
     # Global batch size: with several processes each takes an equal share.
@@ -594,6 +598,11 @@ class KubernetesDeployConf(DeployConf):
     kubernetes: KubernetesTargetConf = field(default_factory=KubernetesTargetConf)
 
 
+class Direction(str, Enum):
+    maximize = "maximize"
+    minimize = "minimize"
+
+
 class Task(str, Enum):
     train = "train"
     evaluate = "evaluate"
@@ -630,6 +639,10 @@ class Config:
     model_uri: Optional[str] = None
     # task=predict: the photos to label, a folder (searched recursively), a file or a glob.
     input: Optional[str] = None
+    # What a job returns to a sweeper (and a sweep's summary sorts by): any metric the
+    # task logs (for task=train, val_acc; with data.cv_folds, the folds' mean).
+    optimized_metric: str = field(default="val_acc", metadata=matches(r"[A-Za-z_][\w./-]*", "a metric's name"))
+    optimized_direction: Direction = Direction.maximize
     # numpy's seeds are 32-bit.
     seed: int = field(default=0, metadata=in_range(0, 2**32 - 1))
 

@@ -79,6 +79,11 @@ def greater_than(low: Bound) -> Dict[str, Rule]:
     return in_range(low, lower_open=True)
 
 
+def off_or_at_least(low: int) -> Dict[str, Rule]:
+    """0 (off), or a number of at least ``low``: ``data.cv_folds``."""
+    return {RULE: Rule(lambda x, _: x == 0 or x >= low, lambda _: f"0 (off) or at least {low}")}
+
+
 def one_of(*choices: str) -> Dict[str, Rule]:
     return {RULE: Rule(lambda x, _: x in choices, lambda _: f"one of {', '.join(choices)}")}
 

@@ -39,7 +39,7 @@ def configure_logging(run_dir: Path) -> None:
 @record  # a crash's traceback reaches torchrun's failure summary, with its rank
 def main() -> None:
     if len(sys.argv) != 2:
-        sys.exit(f"usage: python -m lettucify.worker <resolved config.yaml>")
+        sys.exit("usage: python -m lettucify.worker <resolved config.yaml>")
     cfg = OmegaConf.load(sys.argv[1])
     run_dir = Path(cfg.paths.output_dir)
     configure_logging(run_dir)
@@ -49,7 +49,7 @@ def main() -> None:
         log.error("%s", err)
         sys.exit(2)
     if distributed.is_main():
-        (run_dir / SCORE).write_text(json.dumps({"score": score}) + "\n")
+        (run_dir / SCORE).write_text(json.dumps({"metrics": score}) + "\n")
     distributed.shutdown()
 
 

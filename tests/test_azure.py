@@ -215,16 +215,16 @@ def test_changed_scale_settings_update_the_cluster(monkeypatch, tmp_path):
     assert [c.max_instances for c in fake.compute.created] == [3]
 
 
-def test_wait_follows_the_job_and_returns_rank_zeros_score(fake, tmp_path):
+def test_wait_follows_the_job_and_returns_rank_zeros_metrics(fake, tmp_path):
     def write_output(name, job, folder):
         node0 = folder / "node0"
         node0.mkdir(parents=True)
         (node0 / "metrics.json").write_text(json.dumps({"top1": 0.8, "macro_f1": 0.75}))
-        (node0 / "score.json").write_text(json.dumps({"score": 0.625}))
+        (node0 / "score.json").write_text(json.dumps({"metrics": {"val_acc": 0.625, "test_top1": 0.8}}))
 
     fake.write_output = write_output
     overrides = ["compute=azure_t4", "compute.azure.wait=true"]
-    assert submit.submit(compose_cfg(overrides, tmp_path), overrides) == 0.625
+    assert submit.submit(compose_cfg(overrides, tmp_path), overrides) == {"val_acc": 0.625, "test_top1": 0.8}
     assert fake.jobs.streamed == ["fake-job-1"]
 
 

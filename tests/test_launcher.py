@@ -465,7 +465,7 @@ def test_lettucify_trains_each_point_here_and_returns_its_validation_accuracy(
             assert len(history) == 1
             # The score of the last epoch's checkpoint (trainer.select=last): its validation accuracy.
             assert ret.return_value == pytest.approx(history[-1]["val_acc"])
-            assert ret.return_value == json.loads((folder / "score.json").read_text())["score"]
+            assert ret.return_value == json.loads((folder / "score.json").read_text())["metrics"]["val_acc"]
             assert sorted(p.name for p in (folder / "local_run").iterdir()) == [f"node{k}" for k in range(nodes)]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -64,8 +64,8 @@ def save_submission(submitted: azure_client.Submitted, folder: Path) -> None:
     (folder / SUBMITTED).write_text(json.dumps({"name": submitted.name, "studio_url": submitted.studio_url}) + "\n")
 
 
-def submit(cfg: DictConfig, overrides: Sequence[str]) -> Optional[float]:
-    """Submit (or, dry, write) the run's job; with ``wait`` follow it and return its score."""
+def submit(cfg: DictConfig, overrides: Sequence[str]) -> Optional[Dict[str, float]]:
+    """Submit (or, dry, write) the run's job; with ``wait`` follow it and return its metrics."""
     azure_client.require_sdk()
     run_dir = Path(cfg.paths.output_dir)
     warn_if_retired(cfg.compute)
@@ -86,8 +86,8 @@ def submit(cfg: DictConfig, overrides: Sequence[str]) -> Optional[float]:
     return follow(azure, submitted.name, run_dir)
 
 
-def follow(azure: azure_client.AzureML, name: str, run_dir: Path) -> Optional[float]:
-    """Stream the job's logs to its end; fetch rank 0's run folder and return its score."""
+def follow(azure: azure_client.AzureML, name: str, run_dir: Path) -> Optional[Dict[str, float]]:
+    """Stream the job's logs to its end; fetch rank 0's run folder and return its metrics."""
     azure.stream(name)
     status = azure.status(name)
     if status != azure_client.COMPLETED:
@@ -97,4 +97,4 @@ def follow(azure: azure_client.AzureML, name: str, run_dir: Path) -> Optional[fl
     log.info("job %s: test top-1 %.4f, macro-F1 %.4f; run folder in %s",
              name, metrics["top1"], metrics["macro_f1"], node0)
     score = node0 / "score.json"
-    return json.loads(score.read_text())["score"] if score.is_file() else None
+    return json.loads(score.read_text())["metrics"] if score.is_file() else None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 from omegaconf import DictConfig
 
 
-def launch(cfg: DictConfig) -> Optional[float]:
+def launch(cfg: DictConfig) -> Optional[Dict[str, float]]:
     from lettucify.train.pipeline import train
 
     return train(cfg)

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -29,7 +29,7 @@ from lettucify.train.stop import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 log = logging.getLogger(__name__)
 
-# What the workers of one launch share: the config, resolved once, and rank 0's score.
+# What the workers of one launch share: the config, resolved once, and rank 0's metrics.
 RESOLVED_CONFIG = "resolved_config.yaml"
 SCORE = "score.json"
 # How long the agent lets stopped workers finish their step and checkpoint before it kills
@@ -39,7 +39,7 @@ _STOP_STATUS = {signal.SIGTERM: EXIT_PREEMPTED, signal.SIGINT: EXIT_INTERRUPTED}
 _PR_SET_PDEATHSIG = 1
 
 
-def launch(cfg: DictConfig) -> Optional[float]:
+def launch(cfg: DictConfig) -> Optional[Dict[str, float]]:
     # Only torchrun's own workers train here directly, even where a cluster scheduler set
     # WORLD_SIZE for one process per node.
     if "TORCHELASTIC_RUN_ID" in os.environ:
@@ -75,8 +75,8 @@ def _die_with_parent() -> None:
         pass
 
 
-def launch_torchrun(cfg: DictConfig, run_dir: Path) -> Tuple[int, Optional[float]]:
-    """Start the workers; return (exit status, rank 0's score)."""
+def launch_torchrun(cfg: DictConfig, run_dir: Path) -> Tuple[int, Optional[Dict[str, float]]]:
+    """Start the workers; return (exit status, rank 0's metrics)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = run_dir / RESOLVED_CONFIG
     OmegaConf.save(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)), config_path)
@@ -113,7 +113,7 @@ def launch_torchrun(cfg: DictConfig, run_dir: Path) -> Tuple[int, Optional[float
         log.error("torchrun: the workers failed with exit status %d; the failing rank and its error are above", status)
         return status, None
     score = run_dir / SCORE
-    return 0, json.loads(score.read_text())["score"] if score.is_file() else None
+    return 0, json.loads(score.read_text())["metrics"] if score.is_file() else None
 
 
 def run_agent(argv: List[str]) -> None:

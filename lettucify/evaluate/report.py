@@ -17,6 +17,16 @@ PathLike = Union[str, Path]
 CSV_COLUMNS = ("class", "precision", "recall", "f1", "support", "auc", "ap")
 
 
+def scalars(metrics: Dict[str, Any], prefix: str = "") -> Dict[str, float]:
+    """The numbers among ``metrics`` (no per-class lists, no None), named ``<prefix><key>``:
+    what a task returns for ``optimized_metric`` to name."""
+    return {
+        f"{prefix}{key}": float(value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
 def _number(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Optional
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -68,7 +67,7 @@ def _plan(settings: DictConfig):
                 settings.ready_timeout_s)
 
 
-def run(cfg: DictConfig) -> Optional[float]:
+def run(cfg: DictConfig) -> None:
     from lettucify.deploy import flow
     from lettucify.deploy.record import RegistryRecord
 

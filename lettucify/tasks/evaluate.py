@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Dict
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig
@@ -19,15 +20,15 @@ from lettucify.compute.device import amp_dtype, setup_compute
 from lettucify.errors import LettucifyError
 from lettucify.evaluate.metrics import softmax_probs
 from lettucify.evaluate.predict import predict_sharded
-from lettucify.evaluate.report import write_evaluation
+from lettucify.evaluate.report import scalars, write_evaluation
 from lettucify.models.build import load_trained, require_one_source
 from lettucify.predict.results import PredictionsCsv, from_probabilities
 
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> float:
-    """Evaluate on the test split; return top-1 accuracy."""
+def run(cfg: DictConfig) -> Dict[str, float]:
+    """Evaluate on the test split; return the metrics, named as training logs them (test_top1, ...)."""
     require_one_source("evaluate", cfg.checkpoint, cfg.model_uri)
     run_dir = Path(cfg.paths.output_dir)
     device = setup_compute(cfg.compute)
@@ -51,4 +52,4 @@ def run(cfg: DictConfig) -> float:
         "test top-1 %.4f, top-5 %.4f, macro-F1 %.4f on %d images; report in %s",
         metrics["top1"], metrics["top5"], metrics["macro_f1"], len(labels), run_dir,
     )
-    return metrics["top1"]
+    return scalars(metrics, prefix="test_")

@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Protocol, Sequence
+from typing import Dict, Iterable, Iterator, List, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -63,9 +63,9 @@ def _progress(results: Iterable[Result], total: int) -> Iterable[Result]:
     return tqdm(results, total=total, desc="predict", unit="photo", disable=not sys.stderr.isatty(), dynamic_ncols=True)
 
 
-def _evaluate(results: Sequence[Result], true_labels: Sequence[str], classes: Optional[List[str]], run_dir: Path) -> Optional[float]:
+def _evaluate(results: Sequence[Result], true_labels: Sequence[str], classes: Optional[List[str]], run_dir: Path) -> Optional[Dict[str, float]]:
     """task=evaluate's report for the labelled photos whose class the model knows."""
-    from lettucify.evaluate.report import write_evaluation
+    from lettucify.evaluate.report import scalars, write_evaluation
 
     # A server's classes come back by name; a model's are its training folders, sorted.
     classes = classes or sorted({label for r in results if r.scores for label in r.scores})
@@ -85,11 +85,11 @@ def _evaluate(results: Sequence[Result], true_labels: Sequence[str], classes: Op
     metrics = write_evaluation(logits, labels, classes, [(r.path, label) for r, label in scored], run_dir)
     log.info("predict: top-1 %.4f, top-5 %.4f, macro-F1 %.4f on %d labelled photos; report in %s",
              metrics["top1"], metrics["top5"], metrics["macro_f1"], len(scored), run_dir)
-    return metrics["top1"]
+    return scalars(metrics)
 
 
-def run(cfg: DictConfig) -> Optional[float]:
-    """Label ``input``; with class folders, return the top-1 accuracy on them."""
+def run(cfg: DictConfig) -> Optional[Dict[str, float]]:
+    """Label ``input``; with class folders, return the metrics on them (top1, macro_f1, ...)."""
     if not cfg.input:
         raise LettucifyError("task=predict needs input=<folder, photo or glob>")
     inputs = list_inputs(cfg.input)

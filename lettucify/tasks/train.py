@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Dict, Optional
 
 from omegaconf import DictConfig
 
 from lettucify import compute
 
 
-def run(cfg: DictConfig) -> Optional[float]:
-    """Return the validation accuracy of the selected checkpoint (for sweepers)."""
+def run(cfg: DictConfig) -> Optional[Dict[str, float]]:
+    """Return the run's metrics: the selected epoch's, the test evaluation's, train_time_s."""
     return compute.launch(cfg)

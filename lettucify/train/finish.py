@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Optional
+from typing import Dict
 
 import torch
 from omegaconf import DictConfig
@@ -12,7 +11,7 @@ from omegaconf import DictConfig
 from lettucify import checkpoint as ckpt
 from lettucify import distributed
 from lettucify.evaluate.predict import predict_sharded
-from lettucify.evaluate.report import write_evaluation
+from lettucify.evaluate.report import scalars, write_evaluation
 from lettucify.models.build import preprocessing
 from lettucify.tracking import Tracker
 from lettucify.train.loop import Fit, eval_options
@@ -23,10 +22,12 @@ log = logging.getLogger(__name__)
 PARITY_IMAGES = 8
 
 
-def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Optional[float]:
+def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Dict[str, float]:
     """Test the selected checkpoint, write and log the evaluation, register the model.
 
-    Returns the selected checkpoint's validation accuracy, the score sweepers optimise.
+    Returns the run's metrics as MLflow has them, what ``optimized_metric`` names one of:
+    the selected epoch's (``val_acc``, ``val_loss``, ``train_loss``, ...), the test
+    evaluation's (``test_top1``, ...; rank 0 only) and ``train_time_s``.
     """
     state, run_dir = run.state, run.checkpoint_dir.parent
     use_best = cfg.trainer.select == "best" and state.best_val_acc is not None
@@ -35,6 +36,9 @@ def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Optional[float]:
         run.model.load_state_dict(ckpt.load(run.checkpoint_dir / ckpt.BEST, run.device)["model"])
     test_set = run.data.test_set
     logits, labels = predict_sharded(run.model, test_set, run.data.eval_loader, **eval_options(cfg, run.device))
+    selected = selected_epoch(state.history, use_best)
+    result = scalars(selected)
+    result["train_time_s"] = sum(record.get("epoch_time_s", 0.0) for record in state.history)
     if distributed.is_main():
         metrics = write_evaluation(logits, labels, run.data.classes, test_set.samples, run_dir, history=state.history)
         log.info(
@@ -45,7 +49,17 @@ def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Optional[float]:
         tracker.log_metrics(metrics)
         tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]])
         register(cfg, run, tracker, metrics["top1"])
-    return state.best_val_acc if use_best else state.history[-1].get("val_acc") if state.history else None
+        result.update(scalars(metrics, prefix="test_"))
+    return result
+
+
+def selected_epoch(history: list, use_best: bool) -> dict:
+    """The record of the epoch whose model was tested: the best by val_acc, or the last."""
+    if not history:
+        return {}
+    if use_best:
+        return max(history, key=lambda record: record.get("val_acc", float("-inf")))
+    return history[-1]
 
 
 def register(cfg: DictConfig, run: Fit, tracker: Tracker, test_acc: float) -> None:

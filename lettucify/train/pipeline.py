@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import numpy as np
 import torch
@@ -78,8 +78,8 @@ def prepare_data(cfg: DictConfig, run_dir: Path) -> Any:
     return data
 
 
-def train(cfg: DictConfig) -> Optional[float]:
-    """Train the configured model; return the selected checkpoint's validation accuracy."""
+def train(cfg: DictConfig) -> Dict[str, float]:
+    """Train the configured model; return its metrics (``finish``), rank 0's complete."""
     run_dir = Path(cfg.paths.output_dir)
     checkpoint_dir = run_dir / "checkpoints"
     device = distributed.init(
