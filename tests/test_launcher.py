@@ -274,7 +274,7 @@ def test_a_sweep_over_computes_uses_each_points_cluster(
     assert [sorted(job.inputs) for job in jobs] == [["hydra_job"]] * 2  # no data.azure_input, no data input
     assert [job.command for job in jobs] == [f"{REMOTE} compute.backend=torchrun"] * 2  # one node each
     # Hydra's logging configuration sends the launcher's log to stdout.
-    assert capsys.readouterr().out.count("STANDARD_NC6s_v3 is retired") == 1
+    assert capsys.readouterr().err.count("STANDARD_NC6s_v3 is retired") == 1
 
 
 def test_a_refused_submission_fails_its_own_point_only(

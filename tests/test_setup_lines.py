@@ -24,7 +24,8 @@ SETUP_LINES = REPO_ROOT / ".ci" / "setup-lines"
 
 SETUP_COMMANDS = [
     ["python3", "-m", "venv", ".venv", "&&", ".", ".venv/bin/activate"],
-    ["pip", "install", "-e", ".[dev]", "-e", "./launchers/hydra_azureml_launcher"],
+    ["pip", "install", "-e", ".[dev]", "-e", "./launchers/hydra_azureml_launcher", "-e",
+     "./launchers/hydra_optuna_resume_sweeper"],
 ]
 
 
@@ -95,7 +96,8 @@ def test_ci_run_runs_the_readme_lines_in_a_fresh_venv_then_pytest(ci_checkout: P
     assert result.returncode == 0, result.stderr
     assert calls == [
         "python3 -m venv .venv",
-        "pip install -e .[dev] -e ./launchers/hydra_azureml_launcher",  # through the venv's activation
+        # through the venv's activation
+        "pip install -e .[dev] -e ./launchers/hydra_azureml_launcher -e ./launchers/hydra_optuna_resume_sweeper",
         "python -m pytest -q",
     ]
     assert not (ci_checkout / ".venv" / "stale").exists()

@@ -134,11 +134,32 @@ def _numeric(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def experiment_id(client: Any, tracking_uri: str, name: str) -> str:
+    """The id of the experiment ``name``, created (with its artifact location) if need be."""
+    from mlflow.exceptions import MlflowException
+
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location(tracking_uri, name))
+        except MlflowException:  # created meanwhile by a concurrent run
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise RuntimeError(f"MLflow experiment {name!r} is deleted; restore it or set logger.experiment_name")
+    return experiment.experiment_id
+
+
 # --------------------------------------------------------------------------- orphans
 HOST_TAG = "lettucify.host"
 PID_TAG = "lettucify.pid"
 PROCESS_START_TAG = "lettucify.process_start"
 NOTE_TAG = "lettucify.note"
+# A sweep's jobs find their parent run here (lettucify.sweep.callback sets it, the Azure
+# ML launcher passes it on); MLflow nests a run under the one its tag names.
+PARENT_RUN_ENV = "LETTUCIFY_PARENT_RUN_ID"
+PARENT_RUN_TAG = "mlflow.parentRunId"
 
 
 def process_start(pid: int) -> Optional[str]:
@@ -367,23 +388,7 @@ class MlflowTracker:
         return dict(self.cfg)
 
     def _experiment_id(self, name: str) -> str:
-        from mlflow.exceptions import MlflowException
-
-        experiment = self._client.get_experiment_by_name(name)
-        if experiment is None:
-            try:
-                return self._client.create_experiment(
-                    name, artifact_location=artifact_location(self.tracking_uri, name)
-                )
-            except MlflowException:  # created meanwhile by a concurrent run
-                experiment = self._client.get_experiment_by_name(name)
-                if experiment is None:
-                    raise
-        if experiment.lifecycle_stage != "active":
-            raise RuntimeError(
-                f"MLflow experiment {name!r} is deleted; restore it or set logger.experiment_name"
-            )
-        return experiment.experiment_id
+        return experiment_id(self._client, self.tracking_uri, name)
 
     def _run_exists(self, run_id: str) -> bool:
         from mlflow.exceptions import MlflowException
@@ -417,6 +422,9 @@ class MlflowTracker:
             **(process_tags() if self._owns_process else {}),
         }
         tags["device"] = describe_device(str(setting(setting(self.cfg, "compute"), "device") or "cpu"))
+        parent = os.environ.get(PARENT_RUN_ENV)
+        if parent and parent != self.run_id:  # a job of a sweep: its run is the sweep run's child
+            tags[PARENT_RUN_TAG] = parent
         if self.overrides:
             tags["hydra_overrides"] = " ".join(mask_override(o, self.masker) for o in self.overrides)
         self.set_tags(tags, quiet=False)

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import threading
 import time
 import uuid
@@ -153,6 +154,7 @@ class AzureMLLauncher(Launcher):
 
         from lettucify.azure import entities
         from lettucify.azure.submit import warn_if_local_data
+        from lettucify.tracking.run import PARENT_RUN_ENV
 
         assert self.config is not None and self.hydra_context is not None
         log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides)))
@@ -190,6 +192,9 @@ class AzureMLLauncher(Launcher):
             lettucify_overrides=lettucify_compute,
         )
         job.environment_variables["PYTHONPATH"] = plugin_pythonpath()
+        parent_run = os.environ.get(PARENT_RUN_ENV)
+        if parent_run:  # the sweep's MLflow run (lettucify.sweep), which the job's run joins
+            job.environment_variables[PARENT_RUN_ENV] = parent_run
         (job_dir / JOB_SPEC).write_text(entities.job_yaml(job))
         return Point(num, overrides, config, job_dir, compute, job)
 
@@ -319,6 +324,7 @@ class AzureMLLauncher(Launcher):
         from lettucify.azure import client
         from lettucify.azure.entities import RUN_OUTPUT
         from lettucify.errors import LettucifyError
+        from lettucify.sweep.job import RESULT_FILE
 
         where = f"Azure ML job {job.name} (#{point.num}, {job.studio_url})"
         if status != client.COMPLETED:
@@ -326,6 +332,8 @@ class AzureMLLauncher(Launcher):
         else:
             try:
                 output = azure.download_output(job.name, RUN_OUTPUT, point.job_dir / "azure")
+                if (output / RESULT_FILE).is_file():  # the job's row of the sweep's summary
+                    shutil.copyfile(output / RESULT_FILE, point.job_dir / RESULT_FILE)
                 return pickle.loads((output / RETURN_FILE).read_bytes())
             except Exception as err:  # a failed download or a missing result fails this point only
                 error = LettucifyError(f"{where} completed, but its result did not come back: {err}")

@@ -1,0 +1,1 @@
+"""hydra/sweeper=optuna_resume: Hydra's Optuna sweeper, resuming its stored study."""
