@@ -1,4 +1,5 @@
-"""Composition: every option of every group, and the schema rejecting bad overrides."""
+"""Composition: group choices, experiments and the schema rejecting bad overrides (every option and
+experiment composing and resolving: tests/test_config_composition.py)."""
 
 from __future__ import annotations
 
@@ -11,49 +12,14 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
 from lettucify.config import REPO_ROOT
-from lettucify.validation import validate
-
-GROUPS = ["model", "data", "compute", "optimizer", "scheduler", "trainer", "paths", "serve"]
-
-
-def options(group: str) -> list[str]:
-    return sorted(p.stem for p in (REPO_ROOT / "conf" / group).glob("*.yaml"))
-
-
-def experiments() -> list[str]:
-    return sorted(p.stem for p in (REPO_ROOT / "experiments" / "experiment").glob("*.yaml"))
-
 
 def compose_cfg(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         return compose("config", overrides=overrides, return_hydra_config=True)
-
-
-@pytest.mark.parametrize(
-    "override", [f"{group}={option}" for group in GROUPS for option in options(group)]
-    + [f"experiment={name}" for name in experiments()],
-)
-def test_every_option_composes_and_resolves(override, tmp_path):
-    overrides = [override, f"hydra.run.dir={tmp_path}"]
-    if override == "data=imagefolder":
-        overrides.append(f"data.root={tmp_path}")
-    cfg = compose_cfg(overrides)
-    validate(cfg)  # every option's values are within their rules
-    # Resolving catches a bad interpolation; hydra: resolvers need the runtime set, so
-    # resolve everything but the hydra node.
-    cfg.hydra.runtime.output_dir = str(tmp_path)
-    from hydra.core.hydra_config import HydraConfig
-
-    HydraConfig.instance().set_config(cfg)
-    with open_dict(cfg):
-        del cfg["hydra"]
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    assert plain["paths"]["output_dir"] == str(tmp_path)
-    assert plain["model"]["net"]["_target_"].startswith("lettucify.models.")
 
 
 def test_group_choice_changes_the_config():

@@ -176,10 +176,10 @@ def lettucify_task(hydra_default_version_base):
     """Lettucify's task function, under the Hydra version base its hydra.main sets, for this test only."""
     from hydra import version
 
-    from lettucify.cli import main
+    from lettucify.cli import run_job
 
     version.setbase("1.3")
-    return main.__wrapped__
+    return run_job.__wrapped__
 
 
 def sweep(runner, app: dict, tmp_path: Path, overrides: List[str], task=None):

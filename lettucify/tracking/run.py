@@ -32,6 +32,8 @@ MAX_TAG_VALUE = 8000
 MAX_RUN_NAME = 250
 MAX_ERROR = 1000
 _BATCH = 100  # params or metrics per log_batch call
+# The run's resolved, masked config, at the root of its artifacts (`lettucify config diff runs:/<id>` reads it).
+CONFIG_ARTIFACT = "config.yaml"
 
 
 # --------------------------------------------------------------------------- what
@@ -429,7 +431,7 @@ class MlflowTracker:
             tags["hydra_overrides"] = " ".join(mask_override(o, self.masker) for o in self.overrides)
         self.set_tags(tags, quiet=False)
         text = yaml.safe_dump(masked, sort_keys=False, allow_unicode=True)
-        self._client.log_text(self.run_id, text, "config.yaml")
+        self._client.log_text(self.run_id, text, CONFIG_ARTIFACT)
 
     def _redacted_uri(self) -> str:
         return self.masker.text(self.tracking_uri or "")
