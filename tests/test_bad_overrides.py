@@ -39,6 +39,7 @@ CASES = [
     (["+bogus=1"], "bogus=1: unknown key, Config has no such field"),
     (["+logger.api_token=s3cr3t-sentinel"], "logger.api_token=***: unknown key, LoggerConf has no such field"),
     (["data.val_fraction=1.0"], "data.val_fraction=1.0: must be in [0, 1)"),
+    (["data.cv_folds=1"], "data.cv_folds=1: must be 0 (off) or at least 2"),
     (["data.num_workers=-1"], "data.num_workers=-1: must be at least 0"),
     (["data.augment.random_resized_crop_scale=[0.9,0.1]"],
      "data.augment.random_resized_crop_scale=[0.9, 0.1]: must be 2 numbers, each in (0, 1], smallest first"),

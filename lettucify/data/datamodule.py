@@ -1,9 +1,10 @@
 """The data config's ``_target_``: from a DataConf to checked datasets and their loaders.
 
 Constructing ``ImageFolderData`` only stores the config. ``scan`` finds (or downloads)
-the folder, checks every file and splits off validation: one process does it (rank 0)
-and hands the ``Scan`` to the others. ``build`` makes the datasets from a scan; the
-loaders come from ``train_loader`` and ``eval_loader``. ``setup`` is both, in one process.
+the folder, checks every file and splits off validation (or, with ``data.cv_folds``, deals
+the training photos into folds): one process does it (rank 0) and hands the ``Scan`` to
+the others. ``build`` makes the datasets from a scan, or from one of its ``fold_scans``;
+the loaders come from ``train_loader`` and ``eval_loader``. ``setup`` is both, in one process.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -46,17 +47,23 @@ class TrainImages(Dataset):
 
     ``dataset[(index, seed)]`` draws the augmentation from ``seed`` alone, so that a
     resumed run, or another worker process, produces the identical tensor;
-    ``dataset[index]`` draws it from torch's global generator.
+    ``dataset[index]`` draws it from torch's global generator. With ``cache_side``, each
+    image is decoded once into ``cache`` (by path: training sets of other folds can share it).
     """
 
     def __init__(
-        self, samples: Sequence[Sample], transform, max_pixels: int, cache_side: Optional[int]
+        self,
+        samples: Sequence[Sample],
+        transform,
+        max_pixels: int,
+        cache_side: Optional[int],
+        cache: Optional[Dict[Path, object]] = None,
     ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.max_pixels = max_pixels
         self.cache_side = cache_side
-        self._cache: Dict[int, object] = {}
+        self._cache: Dict[Path, object] = {} if cache is None else cache
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -75,9 +82,9 @@ class TrainImages(Dataset):
         path = self.samples[index][0]
         if self.cache_side is None:
             return load_rgb(path, self.max_pixels)
-        if index not in self._cache:
-            self._cache[index] = load_rgb(path, self.max_pixels, shorter_side=self.cache_side)
-        return self._cache[index]
+        if path not in self._cache:
+            self._cache[path] = load_rgb(path, self.max_pixels, shorter_side=self.cache_side)
+        return self._cache[path]
 
 
 class EvalImages(Dataset):
@@ -124,6 +131,28 @@ def stratified_split(
     )
 
 
+def stratified_folds(samples: Sequence[Sample], classes: Sequence[str], folds: int, seed: int) -> List[List[Sample]]:
+    """``samples`` in ``folds`` disjoint parts, each class spread over them as evenly as it can be.
+
+    Each class is shuffled by its own generator (seeded by ``seed`` and its name, as in
+    ``stratified_split``) and dealt round the folds, starting where the class before it
+    stopped, so that the folds' sizes differ by one photo at most. A class with fewer
+    photos than folds has each in a different fold.
+    """
+    fold_of: Dict[Path, int] = {}
+    for label, cls in enumerate(classes):
+        paths = sorted(path for path, sample_label in samples if sample_label == label)
+        random.Random(f"{seed}/{cls}").shuffle(paths)
+        start = len(fold_of)
+        fold_of.update((path, (start + i) % folds) for i, path in enumerate(paths))
+        if len(paths) < folds:
+            log.warning(
+                "class %s has %d training photos, fewer than data.cv_folds=%d: each is in a "
+                "different fold, and %d folds validate without it", cls, len(paths), folds, folds - len(paths),
+            )
+    return [[sample for sample in samples if fold_of[sample[0]] == k] for k in range(folds)]
+
+
 @dataclass
 class Scan:
     """What checking the folder found: enough to build the datasets anywhere (it pickles)."""
@@ -134,6 +163,22 @@ class Scan:
     val: List[Sample]
     test: List[Sample]
     bad: List[BadImage]
+    # With data.cv_folds: each fold's photos, dealt from ``train`` (``val`` is then empty).
+    folds: List[List[Sample]] = field(default_factory=list)
+
+    @property
+    def samples(self) -> List[Sample]:
+        """Every image of every split, for the dataset fingerprint."""
+        return [*self.train, *self.val, *self.test]
+
+    def fold_scans(self) -> List["Scan"]:
+        """One scan per fold, validating on that fold and training on the others (none without folds)."""
+        scans = []
+        for fold in self.folds:
+            held_out = {path for path, _ in fold}
+            train = [sample for sample in self.train if sample[0] not in held_out]
+            scans.append(replace(self, train=train, val=list(fold), folds=[]))
+        return scans
 
 
 class ImageFolderData:
@@ -156,6 +201,10 @@ class ImageFolderData:
         self.name = conf.name
         self.data_dir = data_dir
         self.cache_dir = cache_dir
+        # Decoded training images by cached side, then by path: each build (every
+        # cross-validation fold's, the final training's) reuses what the earlier ones decoded
+        # in this process (with data.num_workers, each loader's workers fill their own copies).
+        self._decoded: Dict[int, Dict[Path, object]] = {}
         # Set by build().
         self.root: Optional[Path] = None
         self.classes: List[str] = []
@@ -205,24 +254,44 @@ class ImageFolderData:
         for item in bad:
             log.warning("skipping bad image %s: %s", item.path, item.reason)
         train = without(train, bad)
-        train_samples, val_samples = stratified_split(
-            train.samples, train.classes, self.conf.val_fraction, self.conf.split_seed
-        )
-        scan = Scan(root, list(train.classes), train_samples, val_samples, without(test, bad).samples, bad)
+        scan = Scan(root, list(train.classes), train.samples, [], without(test, bad).samples, bad)
+        if not self.conf.cv_folds:
+            scan.train, scan.val = stratified_split(
+                train.samples, train.classes, self.conf.val_fraction, self.conf.split_seed
+            )
         log.info(
             "%s: %d classes, %d train / %d val / %d test images in %s",
             self.name, len(scan.classes), len(scan.train), len(scan.val), len(scan.test), root,
         )
+        if self.conf.cv_folds:
+            scan.folds = self.cross_validation_folds(scan)
         return scan
 
+    def cross_validation_folds(self, scan: Scan) -> List[List[Sample]]:
+        """``data.cv_folds`` stratified folds of the scan's training photos (data.val_fraction unused)."""
+        folds = self.conf.cv_folds
+        if len(scan.train) < folds:
+            raise DataError(
+                f"data.cv_folds={folds} needs at least {folds} training photos; "
+                f"{scan.root / 'train'} has {len(scan.train)}"
+            )
+        parts = stratified_folds(scan.train, scan.classes, folds, self.conf.split_seed)
+        log.info(
+            "cross-validation: %d stratified folds of the %d training photos (%s; data.val_fraction is not used)",
+            folds, len(scan.train), " / ".join(str(len(part)) for part in parts),
+        )
+        return parts
+
     def build(self, scan: Scan, input_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
-        """The datasets of ``scan``, preprocessed for a model of ``input_size``, ``mean``, ``std``."""
+        """The datasets of ``scan`` (or of one of its ``fold_scans``), preprocessed for a model
+        of ``input_size``, ``mean``, ``std``; a later call replaces them."""
         conf = self.conf
         evaluate = eval_transform(input_size, mean, std)
         cache_side = round(CACHE_SIDE_RATIO * input_size) if conf.cache_images else None
         self.root, self.classes, self.bad_images = scan.root, list(scan.classes), list(scan.bad)
         self.train_set = TrainImages(
-            scan.train, train_transform(input_size, mean, std, conf.augment), conf.max_image_pixels, cache_side
+            scan.train, train_transform(input_size, mean, std, conf.augment), conf.max_image_pixels, cache_side,
+            cache=self._decoded.setdefault(cache_side, {}) if cache_side else None,
         )
         self.val_set = EvalImages(scan.val, evaluate, conf.max_image_pixels, conf.cache_images) if scan.val else None
         self.test_set = EvalImages(scan.test, evaluate, conf.max_image_pixels, conf.cache_images)
@@ -232,11 +301,6 @@ class ImageFolderData:
     ) -> None:
         """``scan`` then ``build``, in this process."""
         self.build(self.scan(report_path), input_size, mean, std)
-
-    @property
-    def samples(self) -> List[Sample]:
-        """Every image of every split, for the dataset fingerprint."""
-        return [*self.train_set.samples, *(self.val_set.samples if self.val_set else []), *self.test_set.samples]
 
     def train_loader(self, *, num_replicas: int, rank: int, seed: int, pin_memory: bool) -> DataLoader:
         """This rank's share of each global batch of ``data.batch_size``, resumable mid-epoch

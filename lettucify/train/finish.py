@@ -29,7 +29,7 @@ def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Dict[str, float]:
     the selected epoch's (``val_acc``, ``val_loss``, ``train_loss``, ...), the test
     evaluation's (``test_top1``, ...; rank 0 only) and ``train_time_s``.
     """
-    state, run_dir = run.state, run.checkpoint_dir.parent
+    state, run_dir = run.state, run.run_dir
     use_best = cfg.trainer.select == "best" and state.best_val_acc is not None
     if use_best:
         distributed.barrier()  # rank 0 has written best.pt
@@ -38,7 +38,7 @@ def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Dict[str, float]:
     logits, labels = predict_sharded(run.model, test_set, run.data.eval_loader, **eval_options(cfg, run.device))
     selected = selected_epoch(state.history, use_best)
     result = scalars(selected)
-    result["train_time_s"] = sum(record.get("epoch_time_s", 0.0) for record in state.history)
+    result["train_time_s"] = train_time(state.history)
     if distributed.is_main():
         metrics = write_evaluation(logits, labels, run.data.classes, test_set.samples, run_dir, history=state.history)
         log.info(
@@ -51,6 +51,11 @@ def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Dict[str, float]:
         register(cfg, run, tracker, metrics["top1"])
         result.update(scalars(metrics, prefix="test_"))
     return result
+
+
+def train_time(history: list) -> float:
+    """Seconds the epochs of ``history`` took, in all."""
+    return sum(record.get("epoch_time_s", 0.0) for record in history)
 
 
 def selected_epoch(history: list, use_best: bool) -> dict:

@@ -57,6 +57,7 @@ class Fit:
     device: torch.device
     state: TrainState
     checkpoint_dir: Path
+    run_dir: Path  # the job's folder (a cross-validation fold's checkpoints are deeper in it)
     # Saved in every checkpoint beside the weights and states.
     extra: Dict[str, Any]
 
@@ -84,7 +85,7 @@ def fit(cfg: DictConfig, run: Fit, log_epoch: Callable[[Dict[str, Any]], None]) 
             # a checkpoint with every step done but no validation could not be resumed.
             if stop.requested and state.step_in_epoch < steps_per_epoch:
                 save(run, ckpt.LAST)
-                exit_on_stop(stop, f"in epoch {epoch + 1} at step {state.step_in_epoch}", run.checkpoint_dir)
+                exit_on_stop(stop, f"in epoch {epoch + 1} at step {state.step_in_epoch}", run)
 
             record = {"epoch": epoch + 1, **stats, "epoch_time_s": time.perf_counter() - started}
             if run.data.val_set is not None:
@@ -106,7 +107,7 @@ def fit(cfg: DictConfig, run: Fit, log_epoch: Callable[[Dict[str, Any]], None]) 
             if improved and main_process:
                 ckpt.copy_atomic(run.checkpoint_dir / ckpt.LAST, run.checkpoint_dir / ckpt.BEST)
             if stop.requested:
-                exit_on_stop(stop, f"after epoch {epoch + 1}", run.checkpoint_dir)
+                exit_on_stop(stop, f"after epoch {epoch + 1}", run)
     return state
 
 
@@ -136,10 +137,10 @@ def save(run: Fit, name: str) -> None:
     )
 
 
-def exit_on_stop(stop: GracefulStop, where: str, checkpoint_dir: Path) -> NoReturn:
+def exit_on_stop(stop: GracefulStop, where: str, run: Fit) -> NoReturn:
     log.warning(
         "stopped %s; checkpoint %s. Rerun the same command (with hydra.run.dir=%s) to continue.",
-        where, checkpoint_dir / ckpt.LAST, checkpoint_dir.parent,
+        where, run.checkpoint_dir / ckpt.LAST, run.run_dir,
     )
     sys.exit(stop.exit_status)
 
