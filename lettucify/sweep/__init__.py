@@ -6,7 +6,9 @@
   Markdown, the best job as a command line, and the objective against each swept value.
 - ``callback``: the Hydra callback that ties a sweep together: an MLflow parent run
   for the sweep (each job's run its child) and, at the end, the summary.
-- ``optuna``: the Optuna sweeper, resuming its stored study.
+
+Any sweeper works with them: Hydra's basic one, or Optuna's (conf/hparams_search/, on
+launchers/hydra_optuna_resume_sweeper, which resumes its stored study).
 
 Importing this package imports no torch or mlflow.
 """
