@@ -72,6 +72,12 @@ def hydra_default_version_base(hydra_restore_singletons):
     VersionBase.instance().setbase(__compat_version__)
 
 
+@pytest.fixture(autouse=True)
+def tracking_store(monkeypatch, tmp_path):
+    """A sweep's MLflow parent run goes to a store of the test's own."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
 # --------------------------------------------------------------------------- Hydra's suites
 def test_discovery_finds_the_launcher_without_importing_anything_heavy():
     assert AzureMLLauncher.__name__ in [cls.__name__ for cls in Plugins.instance().discover(Launcher)]
@@ -237,6 +243,9 @@ def test_a_sweep_submits_one_validated_job_per_point(
             assert job.distribution.process_count_per_instance == 1
             assert job.experiment_name == "lettucify"  # the app's logger.experiment_name
             assert tag(job, "hydra.job.num") == str(num)
+            # The job's MLflow run joins the sweep's parent run.
+            parent = json.loads((sweep_dir / "sweep.json").read_text())["mlflow_run_id"]
+            assert job.environment_variables["LETTUCIFY_PARENT_RUN_ID"] == parent
             assert job.environment.conda_file["dependencies"][-1] == {"pip": project_requirements()}
             assert job.inputs["hydra_job"].type == "uri_file"
             assert Path(job.inputs["hydra_job"].path) == folder / PAYLOAD_FILE
