@@ -371,7 +371,7 @@ def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(tmp
             "task=evaluate", f"model_uri={model_uri}", f"logger.tracking_uri={uri}", "compute.num_threads=1",
             f"paths.output_dir={tmp_path / 'evaluate'}", f"data.root={FOOD16}",
         ])
-    top1 = evaluate.run(cfg)
+    top1 = evaluate.run(cfg)["test_top1"]
     evaluated = softmax_probs(seen["logits"])
     classes = seen["classes"]
     paths = [Path(path) for path, _ in seen["samples"]]
