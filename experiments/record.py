@@ -46,6 +46,7 @@ START, END = "<!-- food16-results:start -->", "<!-- food16-results:end -->"
 # The README's food16 table: (experiment, its label).
 TABLE = [
     ("food16_finetune", "efficientnet_lite0 (the default)"),
+    ("food16_optuna_best", "efficientnet_lite0, the Optuna search's pick"),
     ("food16_cnn16", "cnn16, the original project's CNN"),
 ]
 METRICS = ("test_top1", "test_top5", "test_macro_f1", "test_macro_auc", "val_acc", "train_time_s")
