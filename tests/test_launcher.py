@@ -73,6 +73,14 @@ def hydra_default_version_base(hydra_restore_singletons):
 
 
 @pytest.fixture(autouse=True)
+def default_ctrl_c():
+    """Python's own Ctrl-C (KeyboardInterrupt), whatever handler an earlier test of the session left."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+@pytest.fixture(autouse=True)
 def tracking_store(monkeypatch, tmp_path):
     """A sweep's MLflow parent run goes to a store of the test's own."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
