@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 from lettucify.errors import LettucifyError  # noqa: E402
 from lettucify.review.compose import job_config  # noqa: E402
 from lettucify.sweep.job import COMPLETED, JobResult  # noqa: E402
-from lettucify.sweep.summary import MARKDOWN_FILE, PLOT_FILE, collect, command_line  # noqa: E402
+from lettucify.sweep.summary import MARKDOWN_FILE, PLOT_FILE, collect, command_line, override_map  # noqa: E402
 from lettucify.tracking.run import describe_device, git_state  # noqa: E402
 
 RESULTS = REPO / "experiments" / "results"
@@ -136,7 +136,7 @@ def record_search(name: str, sweep_dir: Path) -> dict:
         "best": {"job": summary.best.num, "value": summary.best.value, "command": command_line(summary.best.overrides),
                  "metrics": summary.best.metrics},
         "jobs": [{"job": r.num, "status": r.status, "value": r.value,
-                  "swept": {k: v for k, v in (o.partition("=")[::2] for o in r.overrides) if k in summary.swept}}
+                  "swept": {k: v for k, v in override_map(r.overrides).items() if k in summary.swept}}
                  for r in summary.rows],
     })
     return record
