@@ -80,11 +80,11 @@ def collect(sweep_dir: Path, objective: str, maximize: bool) -> Summary:
     sign = -1.0 if maximize else 1.0
     rows.sort(key=lambda r: (r.status != COMPLETED or r.value is None,
                              sign * r.value if r.value is not None else 0.0, r.num))
-    values: Dict[str, set] = {}
-    for row in rows:
-        for key, value in override_map(row.overrides).items():
-            values.setdefault(key, set()).add(value)
     keyed = [override_map(r.overrides) for r in rows]
+    values: Dict[str, set] = {}
+    for overrides in keyed:
+        for key, value in overrides.items():
+            values.setdefault(key, set()).add(value)
     swept = [key for key in values if len(values[key]) > 1 or any(key not in k for k in keyed)]
     return Summary(rows, objective, maximize, sorted(swept))
 
