@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import colorsys
+import os
 from pathlib import Path
 from typing import Sequence, Tuple, Union
 
 import numpy as np
 from PIL import Image
+
+# The reference photos, where $LETTUCIFY_DATA_DIR has them (the tests that need real photos skip without).
+FOOD16 = Path(os.environ.get("LETTUCIFY_DATA_DIR", "/nonexistent")) / "food16"
 
 
 def class_image(

@@ -4,7 +4,7 @@ are tested in tests/test_deploy_*.py."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import pytest
 

@@ -11,7 +11,6 @@ import base64
 import csv
 import io
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -19,16 +18,16 @@ import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import pytest
 import requests
-import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import MODEL, TOLERANCE, ServerProcess, evaluation_probabilities, registered_model, train
+from helpers import FOOD16
+from serving import MODEL, TOLERANCE, ServerProcess, evaluation_probabilities, registered_model
 
 SECRET = "tEsT-kEy-9f2c1d"
 
@@ -337,12 +336,10 @@ def test_torch_backend_full_queue_and_sigterm_during_requests(trained, photos, e
 
 
 # --------------------------------------------------------------------------- food16 and task=evaluate
-FOOD16 = Path(os.environ.get("LETTUCIFY_DATA_DIR", "/nonexistent")) / "food16"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not FOOD16.is_dir(), reason="needs the food16 photos in $LETTUCIFY_DATA_DIR")
-def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(tmp_path, monkeypatch):
+def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(food16_model, tmp_path, monkeypatch):
     """Served, and labelled by task=predict here and through the server, as task=evaluate labels it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -351,9 +348,7 @@ def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(tmp
     from lettucify.evaluate.metrics import softmax_probs
     from lettucify.tasks import evaluate
 
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    train(tmp_path, FOOD16, uri, "data=food16", "data.root=null", "trainer.epochs=6", "optimizer.lr=3e-3",
-          "data.val_fraction=0", "data.batch_size=16", "trainer.mixup_alpha=0", "trainer.cutmix_alpha=0")
+    uri = food16_model[1]
     model_uri = f"models:/{MODEL}/1"
 
     # task=evaluate itself, in this process, keeping the logits it writes its report from.

@@ -23,8 +23,9 @@ CI_RUN = REPO_ROOT / ".ci" / "run"
 SETUP_LINES = REPO_ROOT / ".ci" / "setup-lines"
 
 SETUP_COMMANDS = [
-    ["python3", "-m", "venv", ".venv", "&&", ".", ".venv/bin/activate"],
-    ["pip", "install", "-e", ".[dev]", "-e", "./launchers/hydra_azureml_launcher", "-e",
+    ["apt-get", "update", "-qq", "&&", "apt-get", "install", "-y", "-qq", "chromium"],
+    ["python3", "-m", "venv", ".venv", "&&", ".", ".venv/bin/activate", "&&",
+     "pip", "install", "-e", ".[dev]", "-e", "./launchers/hydra_azureml_launcher", "-e",
      "./launchers/hydra_optuna_resume_sweeper"],
 ]
 
@@ -73,6 +74,7 @@ def ci_checkout(tmp_path: Path) -> Path:
     fake_tool(venv / "bin" / "python", "python")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    fake_tool(bin_dir / "apt-get", "apt-get")
     (bin_dir / "python3").write_text(
         f'#!/usr/bin/env bash\nprintf "%s\\n" "python3 $*" >> "$CI_LOG"\ncp -r {shlex.quote(str(venv))} .venv\n'
     )
@@ -95,6 +97,8 @@ def test_ci_run_runs_the_readme_lines_in_a_fresh_venv_then_pytest(ci_checkout: P
     result, calls = run_ci(ci_checkout)
     assert result.returncode == 0, result.stderr
     assert calls == [
+        "apt-get update -qq",
+        "apt-get install -y -qq chromium",
         "python3 -m venv .venv",
         # through the venv's activation
         "pip install -e .[dev] -e ./launchers/hydra_azureml_launcher -e ./launchers/hydra_optuna_resume_sweeper",
