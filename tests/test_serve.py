@@ -367,6 +367,7 @@ def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(foo
             f"paths.output_dir={tmp_path / 'evaluate'}", f"data.root={FOOD16}",
         ])
     top1 = evaluate.run(cfg)["test_top1"]
+    assert_evaluation_tracked(tmp_path / "evaluate", uri, model_uri, top1)
     evaluated = softmax_probs(seen["logits"])
     classes = seen["classes"]
     paths = [Path(path) for path, _ in seen["samples"]]
@@ -402,6 +403,20 @@ def test_every_food16_test_photo_gets_task_evaluates_label_and_probabilities(foo
             assert float(got["score"]) == pytest.approx(float(want["score"]), abs=TOLERANCE)
     for run in ("predict-here", "predict-remote"):
         assert json.loads((tmp_path / run / "metrics.json").read_text())["top1"] == pytest.approx(top1)
+
+
+def assert_evaluation_tracked(run_dir: Path, uri: str, model_uri: str, top1: float) -> None:
+    """task=evaluate's report names the model it tested, and its MLflow run has the metrics and files."""
+    from lettucify.tracking.store import client
+
+    report = (run_dir / "report.html").read_text()
+    assert "Lettucify evaluation report" in report and f"model_uri={model_uri}" in report
+    store = client(uri)
+    [run] = store.search_runs([store.get_experiment_by_name("lettucify").experiment_id],
+                              "tags.`lettucify.task` = 'evaluate'")
+    assert run.info.status == "FINISHED" and run.data.metrics["test_top1"] == pytest.approx(top1)
+    assert run.data.tags["lettucify.evaluated"] == f"model_uri={model_uri}"
+    assert {"report.html", "predictions.csv", "confusion_matrix.png"} <= {a.path for a in store.list_artifacts(run.info.run_id)}
 
 
 def predict_folder(run_dir: Path, *overrides: str) -> List[Dict[str, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import math
 import os
 import shlex
@@ -52,7 +53,7 @@ def test_the_summary_sorts_by_the_objective_and_puts_failed_jobs_last(tmp_path):
     assert [r.num for r in collect(tmp_path, "val_loss", maximize=True).completed] == [0, 3, 1]
 
     summary, files = write_summary(tmp_path, "val_loss", maximize=False)
-    assert [f.name for f in files] == ["summary.csv", "summary.md", "objective.png"]
+    assert [f.name for f in files] == ["summary.csv", "summary.md", "objective.png", "report.html"]
     rows = list(csv.DictReader(files[0].open()))
     assert [(r["job"], r["status"], r["optimizer.lr"]) for r in rows] == [
         ("1", "completed", "3e-4"), ("3", "completed", "3e-3"), ("0", "completed", "1e-4"),
@@ -106,7 +107,12 @@ def test_a_2x2_sweep_has_four_child_runs_one_parent_and_a_summary_whose_best_lin
     assert len(runs) == 5 and len(children) == 4
     assert parent.info.status == "FINISHED" and parent.data.params["optimizer.lr"] == "1e-3,3e-3"
     assert parent.data.metrics["val_loss"] == pytest.approx(best.value)
-    assert {"summary.csv", "summary.md", "objective.png"} <= {a.path for a in client.list_artifacts(parent_id)}
+    assert {"summary.csv", "summary.md", "objective.png", "report.html"} <= {a.path for a in client.list_artifacts(parent_id)}
+    # The sweep's report links to each job's, and each job's back to it.
+    linked = re.findall(r'<a href="(\d+/report.html)">', (sweep_dir / "report.html").read_text())
+    assert sorted(linked) == [f"{num}/report.html" for num in range(4)]
+    for link in linked:
+        assert 'href="../report.html"' in (sweep_dir / link).read_text()
     assert sorted(c.data.metrics["val_loss"] for c in children) == pytest.approx(sorted(r.value for r in results.values()))
 
     # The best command line, pasted, trains the same model to the same metric.

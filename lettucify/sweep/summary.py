@@ -1,9 +1,10 @@
 """A sweep's summary: every job's overrides and metrics, sorted by the objective.
 
 Written in the sweep folder (and on the sweep's MLflow run): ``summary.csv`` (every
-metric), ``summary.md`` (the table, the best job as a command line to paste), and
-``objective.png`` (the objective against each swept value). A job folder without
-``result.json`` (a job killed outright) is a failed row too.
+metric), ``summary.md`` (the table, the best job as a command line to paste),
+``objective.png`` (the objective against each swept value), and ``report.html``, the
+same on one self-contained page, each job linked to its own report. A job folder
+without ``result.json`` (a job killed outright) is a failed row too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from __future__ import annotations
 import csv
 import math
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
@@ -30,6 +31,7 @@ class Summary:
     objective: str
     maximize: bool
     swept: List[str]  # the override keys whose values differ between jobs
+    folders: List[Path] = field(default_factory=list)  # each row's job folder
 
     @property
     def completed(self) -> List[JobResult]:
@@ -76,17 +78,18 @@ def read_job(folder: Path, objective: str) -> JobResult:
 
 
 def collect(sweep_dir: Path, objective: str, maximize: bool) -> Summary:
-    rows = [read_job(folder, objective) for folder in job_folders(sweep_dir)]
+    jobs = [(read_job(folder, objective), folder) for folder in job_folders(sweep_dir)]
     sign = -1.0 if maximize else 1.0
-    rows.sort(key=lambda r: (r.status != COMPLETED or r.value is None,
-                             sign * r.value if r.value is not None else 0.0, r.num))
+    jobs.sort(key=lambda job: (job[0].status != COMPLETED or job[0].value is None,
+                               sign * job[0].value if job[0].value is not None else 0.0, job[0].num))
+    rows = [row for row, _ in jobs]
     keyed = [override_map(r.overrides) for r in rows]
     values: Dict[str, set] = {}
     for overrides in keyed:
         for key, value in overrides.items():
             values.setdefault(key, set()).add(value)
     swept = [key for key in values if len(values[key]) > 1 or any(key not in k for k in keyed)]
-    return Summary(rows, objective, maximize, sorted(swept))
+    return Summary(rows, objective, maximize, sorted(swept), [folder for _, folder in jobs])
 
 
 def _number(value: Optional[float]) -> str:
@@ -113,9 +116,21 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def table(summary: Summary) -> Tuple[List[str], List[List[str]]]:
+    """The summary's table: its header and one row of cells per job, best first."""
+    shown = [k for k in SHOWN_METRICS if k != summary.objective and any(k in r.metrics for r in summary.rows)]
+    header = ["rank", "job", "status", summary.objective, *summary.swept, *shown, "error"]
+    cells = []
+    for rank, row in enumerate(summary.rows, 1):
+        swept = override_map(row.overrides)
+        cells.append([str(rank) if row.status == COMPLETED else "", str(row.num), row.status, _number(row.value),
+                      *(swept.get(k, "") for k in summary.swept), *(_number(row.metrics.get(k)) for k in shown),
+                      row.error or ""])
+    return header, cells
+
+
 def markdown(summary: Summary, sweep_dir: Path) -> str:
     direction = "maximized" if summary.maximize else "minimized"
-    shown = [k for k in SHOWN_METRICS if k != summary.objective and any(k in r.metrics for r in summary.rows)]
     lines = [
         f"# Sweep summary: {sweep_dir}",
         "",
@@ -127,13 +142,11 @@ def markdown(summary: Summary, sweep_dir: Path) -> str:
     if best is not None:
         lines += [f"Best: job {best.num}, {summary.objective} = {_number(best.value)}. To rerun it:", "",
                   "```bash", command_line(best.overrides), "```", ""]
-    header = ["rank", "job", "status", summary.objective, *summary.swept, *shown, "error"]
+    header, rows = table(summary)
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for rank, row in enumerate(summary.rows, 1):
-        swept = override_map(row.overrides)
-        cells = [str(rank) if row.status == COMPLETED else "", str(row.num), row.status, _number(row.value),
-                 *(f"`{swept[k]}`" if k in swept else "" for k in summary.swept),
-                 *(_number(row.metrics.get(k)) for k in shown), row.error or ""]
+    swept_columns = range(4, 4 + len(summary.swept))
+    for cells in rows:
+        cells = [f"`{cell}`" if i in swept_columns and cell else cell for i, cell in enumerate(cells)]
         lines.append("| " + " | ".join(map(_cell, cells)) + " |")
     if summary.swept and summary.completed:
         lines += ["", f"![{summary.objective} against each swept value]({PLOT_FILE})"]
@@ -188,4 +201,21 @@ def write_summary(sweep_dir: Path, objective: str, maximize: bool) -> tuple:
     files[1].write_text(markdown(summary, sweep_dir))
     if plot(summary, sweep_dir / PLOT_FILE):
         files.append(sweep_dir / PLOT_FILE)
+    files.append(write_report(summary, sweep_dir))
     return summary, files
+
+
+def write_report(summary: Summary, sweep_dir: Path) -> Path:
+    """``report.html``: the table (each job linked to its report), the best command, the plot."""
+    from lettucify.evaluate.html import REPORT_FILE, embedded_image, relative_link, render, write_html
+
+    header, rows = table(summary)
+    links = [relative_link(folder / REPORT_FILE, sweep_dir) if (folder / REPORT_FILE).is_file() else None
+             for folder in summary.folders]
+    best = summary.best
+    text = render(
+        "sweep.html", sweep_dir=sweep_dir, summary=summary, header=header, rows=list(zip(rows, links, summary.rows)),
+        swept_columns=range(4, 4 + len(summary.swept)), best_command=command_line(best.overrides) if best else None,
+        best=best, plot=embedded_image(sweep_dir / PLOT_FILE), completed=COMPLETED,
+    )
+    return write_html(sweep_dir / REPORT_FILE, text)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from omegaconf import DictConfig
@@ -12,6 +12,7 @@ from lettucify import checkpoint as ckpt
 from lettucify import distributed
 from lettucify.evaluate.predict import predict_sharded
 from lettucify.evaluate.report import scalars, write_evaluation
+from lettucify.evaluate.run_report import DatasetFacts, write_run_report
 from lettucify.models.build import preprocessing
 from lettucify.tracking import Tracker
 from lettucify.train.loop import Fit, eval_options
@@ -47,8 +48,12 @@ def finish(cfg: DictConfig, run: Fit, tracker: Tracker) -> Dict[str, float]:
             ckpt.BEST if use_best else ckpt.LAST, len(labels), run_dir,
         )
         tracker.log_metrics(metrics)
-        tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]])
-        register(cfg, run, tracker, metrics["top1"])
+        registered = register(cfg, run, tracker, metrics["top1"])
+        report = write_run_report(
+            run_dir, cfg, metrics, DatasetFacts.of(run.data), kind="training", history=state.history,
+            model=describe_model(cfg), registered=registered, mlflow_run_id=tracker.run_id,
+        )
+        tracker.log_artifacts([run_dir / name for name in [*metrics["files"], "bad_images.csv"]] + [report])
         result.update(scalars(metrics, prefix="test_"))
     return result
 
@@ -67,23 +72,32 @@ def selected_epoch(history: list, use_best: bool) -> dict:
     return history[-1]
 
 
-def register(cfg: DictConfig, run: Fit, tracker: Tracker, test_acc: float) -> None:
-    """A new registry version of the tested model, unless there is nothing new to register."""
+def describe_model(cfg: DictConfig) -> str:
+    """The trained network in a few words: its class and input size."""
+    return f"{str(cfg.model.net._target_).rpartition('.')[2]}, {cfg.model.input_size}x{cfg.model.input_size} input"
+
+
+def register(cfg: DictConfig, run: Fit, tracker: Tracker, test_acc: float) -> Optional[Dict[str, Optional[str]]]:
+    """A new registry version of the tested model, unless there is nothing new to register:
+    the run's version (``name``, ``version``, ``alias``), or None when it has none."""
     if not tracker.enabled:
         log.info("model registry: not registering (logger.enabled=false)")
-        return
+        return None
     if run.state.steps == 0:
         log.warning("model registry: not registering: the model trained no step")
-        return
+        return None
     from lettucify.tracking.registry import register_model, registered_versions
 
     earlier = registered_versions(cfg.registry.name, tracker.run_id, cfg.logger.tracking_uri)
     if earlier:  # a resumed run that had finished already
         log.info("model registry: this run is already %s version %s; not registering it again",
                  cfg.registry.name, ", ".join(earlier))
-        return
+        return {"name": cfg.registry.name, "version": earlier[-1], "alias": None}
     test_set = run.data.test_set
     step = max(1, len(test_set) // PARITY_IMAGES)  # spread over the classes: the split is sorted by class
     example = torch.stack([test_set[i][0] for i in range(0, len(test_set), step)[:PARITY_IMAGES]])
-    register_model(run.model, run.data.classes, preprocessing(cfg.model), example, cfg.registry, test_acc,
-                   run_id=tracker.run_id)
+    version = register_model(run.model, run.data.classes, preprocessing(cfg.model), example, cfg.registry, test_acc,
+                             run_id=tracker.run_id)
+    if version is None:
+        return None
+    return {"name": version.name, "version": str(version.version), "alias": cfg.registry.alias}
