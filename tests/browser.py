@@ -1,6 +1,6 @@
 """Headless Chromium for the browser tests: Debian's ``/usr/bin/chromium``, driven by Playwright.
 
-``conftest.browser`` launches it once per session; ``open_page`` opens a URL in a fresh
+``conftest.browser`` launches it once per test module; ``open_page`` opens a URL in a fresh
 context at a given width and records what a user would never see go wrong: console
 errors, uncaught exceptions and failed resource loads.
 

@@ -16,7 +16,9 @@ def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session: Playwright's sync API keeps an asyncio loop running in the
+# main thread while it is open, and asyncio.run in later tests would refuse to start.
+@pytest.fixture(scope="module")
 def browser():
     """Headless Debian Chromium through Playwright (tests/browser.py); skipped, saying why,
     where there is none, unless $LETTUCIFY_REQUIRE_BROWSER=1 (CI)."""
