@@ -403,6 +403,9 @@ class ServeConf:
     # When this environment variable is set (non-empty), every route but the health probes
     # needs "Authorization: Bearer <its value>".
     api_key_env: str = "LETTUCIFY_API_KEY"
+    # The try-it page at / (lettucify/serve/page/: plain HTML, CSS and a script, no CDN):
+    # it opens without the key and asks for one, for /predict, when the server has one.
+    page: bool = True
     # Reported in every answer and metric: which deployment (blue/green) answered.
     deployment: Optional[str] = "${oc.env:LETTUCIFY_DEPLOYMENT,null}"
     # The registered name and version a model folder holds (model_uri=/model in a container,

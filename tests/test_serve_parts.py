@@ -120,3 +120,30 @@ def test_a_model_folder_is_served_under_the_registered_name_and_version_it_is_gi
     identity, source = _model(named)
     assert identity == {"name": "lettucify-food16", "version": "7", "alias": None, "deployment": "green"}
     assert source["model_uri"] == "/model"
+
+
+@pytest.mark.parametrize("page", [True, False])
+def test_the_page_opens_without_the_key_and_serve_page_false_removes_it(monkeypatch, page):
+    from fastapi.testclient import TestClient
+
+    from lettucify.serve.app import create_app
+
+    monkeypatch.setenv("LETTUCIFY_API_KEY", "k3y")
+    spec = {"serve": {"page": page}, "classes": ["apple"],
+            "model": {"name": "fridge", "version": "1", "alias": None, "deployment": None},
+            "preprocess": {"input_size": 32, "mean": [0.5] * 3, "std": [0.5] * 3}}
+    client = TestClient(create_app(spec))  # no lifespan: the page needs no model
+    answers = {path: client.get(path) for path in ("/", "/page/page.js", "/page/page.css", "/page/nothing.js")}
+    assert client.post("/predict").status_code == 401
+    if not page:
+        assert {path: a.status_code for path, a in answers.items()} == dict.fromkeys(answers, 404)
+        assert answers["/"].json() == {"error": "Not Found"}
+        return
+    assert answers["/"].status_code == 200 and answers["/"].headers["content-type"].startswith("text/html")
+    assert '<script src="page/page.js"' in answers["/"].text
+    assert "script-src 'self'" in answers["/"].headers["content-security-policy"]
+    assert answers["/page/page.js"].headers["content-type"].startswith("text/javascript")
+    assert answers["/page/page.css"].headers["content-type"].startswith("text/css")
+    assert answers["/page/nothing.js"].status_code == 404
+    assert answers["/page/nothing.js"].json() == {"error": "no page file 'nothing.js'"}
+    assert "/" not in client.get("/openapi.json", headers={"Authorization": "Bearer k3y"}).json()["paths"]

@@ -1,5 +1,5 @@
 """The HTTP routes: ``/predict`` (and ``/score``), the Open Inference Protocol (KServe V2),
-health, readiness, metrics and the OpenAPI docs at ``/docs``.
+health, readiness, metrics, the OpenAPI docs at ``/docs`` and the try-it page at ``/``.
 
 ``create_app(spec)`` builds the app from a serving spec, the plain dict ``task=serve``
 writes (``lettucify.tasks.serve``): settings, model identity, classes, preprocessing and
@@ -43,6 +43,16 @@ log = logging.getLogger(__name__)
 # Where a server process started by uvicorn (serve.workers > 1) finds its spec.
 SPEC_ENV = "LETTUCIFY_SERVE_SPEC"
 MB = 1 << 20
+PAGE_DIR = Path(__file__).with_name("page")
+PAGE_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+# The page loads only its own files and sends photos only to this server; no-cache: a new
+# version of the package is seen at the next load.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: data:; "
+                               "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 class Score(BaseModel):
@@ -220,6 +230,23 @@ def create_app(spec: Mapping[str, Any], net: Optional[nn.Module] = None) -> Fast
     async def metrics() -> Response:
         """Prometheus metrics."""
         return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    if settings.page:
+        files = {path.name: (path.read_bytes(), PAGE_TYPES[path.suffix]) for path in PAGE_DIR.iterdir() if path.suffix in PAGE_TYPES}
+
+        def page_file(file: str) -> Response:
+            if file not in files:
+                raise RequestError(404, f"no page file {file!r}")
+            content, media_type = files[file]
+            return Response(content, media_type=media_type, headers=PAGE_HEADERS)
+
+        @app.get("/", include_in_schema=False)
+        async def page() -> Response:
+            return page_file("index.html")
+
+        @app.get("/page/{file}", include_in_schema=False)
+        async def page_asset(file: str) -> Response:
+            return page_file(file)
 
     # ------------------------------------------------------------------ Open Inference Protocol (V2)
     def known(model_name: str) -> None:
