@@ -94,6 +94,14 @@ class BadImagePolicy(str, Enum):
     fail = "fail"
 
 
+class CacheMode(str, Enum):
+    """``data.cache``: the decoded-image cache of the training photos (lettucify/data/cache.py)."""
+
+    auto = "auto"  # on when it fits in data.cache_max_gb (and paths.cache_dir is set)
+    on = "on"
+    off = "off"  # decode every photo every epoch
+
+
 @dataclass
 class DownloadConf:
     url: str = MISSING
@@ -130,12 +138,18 @@ class DataConf:
     # Global batch size: with several processes each takes an equal share.
     batch_size: int = field(default=32, metadata=at_least(1))
     eval_batch_size: int = field(default=64, metadata=at_least(1))
-    num_workers: int = field(default=0, metadata=at_least(0))
+    # DataLoader worker processes per training process; null: derived from the cores and
+    # the processes sharing them (lettucify/data/loading.py; logged at start).
+    num_workers: Optional[int] = field(default=None, metadata=at_least(0))
     on_bad_image: BadImagePolicy = BadImagePolicy.skip
     max_image_pixels: int = field(default=DEFAULT_MAX_IMAGE_PIXELS, metadata=at_least(1))
-    # Keep decoded, downscaled images in memory: decoding 512 px JPEGs every epoch
-    # dominates a small CPU run.
-    cache_images: bool = True
+    # Decode each training photo once, downscaled to a shorter side of cache_side_ratio x
+    # input_size (RandomResizedCrop's crops need more than input_size to stay sharp), into
+    # memory-mapped uint8 shards under paths.cache_dir/decoded that runs, sweep jobs and
+    # ranks share; augmentation then runs on those tensors. Evaluation never uses it.
+    cache: CacheMode = CacheMode.auto
+    cache_max_gb: float = field(default=8.0, metadata=greater_than(0))
+    cache_side_ratio: float = field(default=1.5, metadata=at_least(1))
     augment: AugmentConf = field(default_factory=AugmentConf)
     # For Azure ML jobs: a registered data asset (azureml:name:version) or a local
     # folder that is uploaded; mounted read-only as data.root. null: the job finds

@@ -33,6 +33,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def local_world_size() -> int:
+    """The processes of this job on this machine (torchrun's ``LOCAL_WORLD_SIZE``)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def launched_distributed() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Tuple
 
 import pytest
 
 from helpers import FOOD16, make_image_folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cache_home(tmp_path_factory) -> Path:
+    """paths.cache_dir (downloads, the decoded-image cache) under the session's tmp folder,
+    for this process and the runs it starts: tests never write to ~/.cache."""
+    folder = tmp_path_factory.mktemp("lettucify-cache")
+    previous = os.environ.get("LETTUCIFY_CACHE_DIR")
+    os.environ["LETTUCIFY_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["LETTUCIFY_CACHE_DIR"]
+    else:
+        os.environ["LETTUCIFY_CACHE_DIR"] = previous
 
 
 @pytest.fixture

@@ -148,7 +148,7 @@ def test_null_is_off_and_passes():
 
 
 def test_an_interpolated_value_is_checked_as_what_it_resolves_to():
-    assert problem(composed("trainer.epochs=${data.num_workers}")) == "trainer.epochs=0: must be at least 1"
+    assert problem(composed("trainer.epochs=${data.cv_folds}")) == "trainer.epochs=0: must be at least 1"
 
 
 def test_a_value_that_does_not_resolve_is_one_line():

@@ -41,7 +41,8 @@ MEAN = STD = (0.5, 0.5, 0.5)
 
 
 def setup_data(root: Path, input_size: int = 32, report_path=None, **kwargs) -> ImageFolderData:
-    data = ImageFolderData(name="tiny", root=str(root), **kwargs)
+    # The data cache, when on, under the test's own folder beside the images.
+    data = ImageFolderData(name="tiny", root=str(root), cache_dir=str(root.parent / "cache"), **kwargs)
     data.setup(input_size, MEAN, STD, report_path=report_path)
     return data
 
@@ -281,8 +282,8 @@ def test_datasets_after_setup(image_folder):
 
 
 def test_train_augmentation_is_a_function_of_the_seed(image_folder):
-    for cache_images in (True, False):
-        train = setup_data(image_folder, cache_images=cache_images).train_set
+    for cache in ("on", "off"):
+        train = setup_data(image_folder, cache=cache).train_set
         torch.manual_seed(0)
         state = torch.get_rng_state()
         first = train[(5, 1234)][0]
@@ -464,7 +465,7 @@ REFERENCE = Path(os.environ.get("LETTUCIFY_DATA_DIR", "/nonexistent")) / "food16
 def test_food16_reference_data(tmp_path):
     listed = load_manifest(str(REFERENCE / "SHA256SUMS"))
     assert load_manifest("food16.sha256") == listed
-    data = ImageFolderData(name="food16", data_dir=str(REFERENCE.parent), cache_images=False)
+    data = ImageFolderData(name="food16", data_dir=str(REFERENCE.parent), cache="off")
     data.setup(64, MEAN, STD, report_path=tmp_path / "bad.csv")
     assert data.root == REFERENCE and len(data.classes) == 16
     assert data.bad_images == []

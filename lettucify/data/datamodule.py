@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lettucify.config import AugmentConf, BadImagePolicy, DataConf, DownloadConf
+from lettucify.config import AugmentConf, BadImagePolicy, CacheMode, DataConf, DownloadConf
+from lettucify.data.cache import DecodedImages, cache_root, estimated_bytes, open_cache
 from lettucify.data.download import ensure_dataset, is_dataset
 from lettucify.data.images import load_rgb
 from lettucify.data.sampler import ResumableSampler
@@ -37,54 +38,33 @@ from lettucify.errors import DataError, LettucifyError
 
 log = logging.getLogger(__name__)
 
-# Cached training images keep their shorter side at most this times input_size: enough
-# for RandomResizedCrop, small enough to hold a few thousand photos in memory.
-CACHE_SIDE_RATIO = 1.5
-
-
 class TrainImages(Dataset):
     """Augmented training samples.
 
     ``dataset[(index, seed)]`` draws the augmentation from ``seed`` alone, so that a
     resumed run, or another worker process, produces the identical tensor;
-    ``dataset[index]`` draws it from torch's global generator. With ``cache_side``, each
-    image is decoded once into ``cache`` (by path: training sets of other folds can share it).
+    ``dataset[index]`` draws it from torch's global generator. With ``decoded`` (the data
+    cache), each photo comes from its uint8 tensor there instead of its file.
     """
 
-    def __init__(
-        self,
-        samples: Sequence[Sample],
-        transform,
-        max_pixels: int,
-        cache_side: Optional[int],
-        cache: Optional[Dict[Path, object]] = None,
-    ) -> None:
+    def __init__(self, samples: Sequence[Sample], transform, max_pixels: int, decoded: Optional[DecodedImages]) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.max_pixels = max_pixels
-        self.cache_side = cache_side
-        self._cache: Dict[Path, object] = {} if cache is None else cache
+        self.decoded = decoded
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Tuple[torch.Tensor, int]:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        label = self.samples[index][1]
-        image = self._image(index)
+        path, label = self.samples[index]
+        image = self.decoded[path] if self.decoded is not None else load_rgb(path, self.max_pixels)
         if seed is None:
             return self.transform(image), label
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.transform(image), label
-
-    def _image(self, index: int):
-        path = self.samples[index][0]
-        if self.cache_side is None:
-            return load_rgb(path, self.max_pixels)
-        if path not in self._cache:
-            self._cache[path] = load_rgb(path, self.max_pixels, shorter_side=self.cache_side)
-        return self._cache[path]
 
 
 class EvalImages(Dataset):
@@ -197,17 +177,15 @@ class ImageFolderData:
             conf.download = DownloadConf(**conf.download)
         conf.augment = AugmentConf(**conf.augment) if isinstance(conf.augment, Mapping) else conf.augment
         conf.on_bad_image = BadImagePolicy(conf.on_bad_image)
+        conf.cache = CacheMode(conf.cache)
         self.conf = conf
         self.name = conf.name
         self.data_dir = data_dir
         self.cache_dir = cache_dir
-        # Decoded training images by cached side, then by path: each build (every
-        # cross-validation fold's, the final training's) reuses what the earlier ones decoded
-        # in this process (with data.num_workers, each loader's workers fill their own copies).
-        self._decoded: Dict[int, Dict[Path, object]] = {}
         # Set by build().
         self.root: Optional[Path] = None
         self.classes: List[str] = []
+        self.decoded: Optional[DecodedImages] = None
         self.train_set: Optional[TrainImages] = None
         self.val_set: Optional[EvalImages] = None
         self.test_set: Optional[EvalImages] = None
@@ -287,14 +265,44 @@ class ImageFolderData:
         of ``input_size``, ``mean``, ``std``; a later call replaces them."""
         conf = self.conf
         evaluate = eval_transform(input_size, mean, std)
-        cache_side = round(CACHE_SIDE_RATIO * input_size) if conf.cache_images else None
         self.root, self.classes, self.bad_images = scan.root, list(scan.classes), list(scan.bad)
+        self.decoded = self.decoded_images(scan, round(conf.cache_side_ratio * input_size))
         self.train_set = TrainImages(
-            scan.train, train_transform(input_size, mean, std, conf.augment), conf.max_image_pixels, cache_side,
-            cache=self._decoded.setdefault(cache_side, {}) if cache_side else None,
+            scan.train, train_transform(input_size, mean, std, conf.augment), conf.max_image_pixels, self.decoded,
         )
-        self.val_set = EvalImages(scan.val, evaluate, conf.max_image_pixels, conf.cache_images) if scan.val else None
-        self.test_set = EvalImages(scan.test, evaluate, conf.max_image_pixels, conf.cache_images)
+        remember = conf.cache is not CacheMode.off
+        self.val_set = EvalImages(scan.val, evaluate, conf.max_image_pixels, remember) if scan.val else None
+        self.test_set = EvalImages(scan.test, evaluate, conf.max_image_pixels, remember)
+
+    def decoded_images(self, scan: Scan, side: int) -> Optional[DecodedImages]:
+        """The data cache of the training folder's photos at ``side``, or None (data.cache).
+
+        It holds train and val together, the whole training folder: every cross-validation
+        fold and the final training then share one cache.
+        """
+        mode, root = self.conf.cache, cache_root(self.cache_dir)
+        if mode is CacheMode.off:
+            return None
+        if root is None:
+            if mode is CacheMode.on:
+                raise DataError("data.cache=on needs paths.cache_dir, where the decoded photos are kept")
+            return None
+        paths = sorted(path for path, _ in [*scan.train, *scan.val])
+        if mode is CacheMode.auto:
+            size = estimated_bytes(paths, side, self.conf.max_image_pixels)
+            if size > self.conf.cache_max_gb * 1e9:
+                log.info(
+                    "data cache: off, the %d training photos would take %.1f GB, over data.cache_max_gb=%g",
+                    len(paths), size / 1e9, self.conf.cache_max_gb,
+                )
+                return None
+        try:
+            return open_cache(root, paths, side, self.conf.max_image_pixels)
+        except OSError as err:
+            if mode is CacheMode.on:
+                raise DataError(f"data cache in {root}: {err.strerror or err} (data.cache=off decodes every epoch)") from None
+            log.warning("data cache: off, %s is not usable (%s)", root, err.strerror or err)
+            return None
 
     def setup(
         self, input_size: int, mean: Sequence[float], std: Sequence[float], report_path: Optional[Path] = None
@@ -302,9 +310,10 @@ class ImageFolderData:
         """``scan`` then ``build``, in this process."""
         self.build(self.scan(report_path), input_size, mean, std)
 
-    def train_loader(self, *, num_replicas: int, rank: int, seed: int, pin_memory: bool) -> DataLoader:
+    def train_loader(self, *, num_replicas: int, rank: int, seed: int, pin_memory: bool, workers: int) -> DataLoader:
         """This rank's share of each global batch of ``data.batch_size``, resumable mid-epoch
-        through its ``ResumableSampler`` (``loader.sampler``)."""
+        through its ``ResumableSampler`` (``loader.sampler``), prepared by ``workers`` processes
+        (``lettucify.data.loading.core_share``)."""
         if self.conf.batch_size % num_replicas:
             raise LettucifyError(
                 f"data.batch_size={self.conf.batch_size} is the global batch and must divide "
@@ -314,10 +323,10 @@ class ImageFolderData:
             self.train_set,
             batch_size=self.conf.batch_size // num_replicas,
             sampler=ResumableSampler(self.train_set, num_replicas=num_replicas, rank=rank, seed=seed),
-            num_workers=self.conf.num_workers,
+            num_workers=workers,
             pin_memory=pin_memory,
-            # Workers keep their decoded-image caches from one epoch to the next.
-            persistent_workers=self.conf.num_workers > 0,
+            # Started once: a worker's start (fork, the dataset's state) costs more than an epoch of food16.
+            persistent_workers=workers > 0,
             # Its own generator: starting an epoch must not draw from the global one, whose
             # state a mid-epoch checkpoint saves for dropout and the like.
             generator=torch.Generator().manual_seed(seed),
@@ -329,7 +338,7 @@ class ImageFolderData:
             dataset,
             batch_size=self.conf.eval_batch_size,
             shuffle=False,
-            num_workers=self.conf.num_workers,
+            num_workers=self.conf.num_workers or 0,
             pin_memory=pin_memory,
             # Its own generator: each pass draws a seed from it, and drawing from the global
             # one would shift the state that a mid-epoch checkpoint saves.

@@ -96,6 +96,12 @@ def open_checked(
     return image
 
 
+def image_size(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> "tuple[int, int]":
+    """``(width, height)`` by the header alone (before any EXIF rotation)."""
+    with open_checked(path, max_pixels) as image:
+        return image.size
+
+
 def load_rgb(
     source: Source,
     max_pixels: int = DEFAULT_MAX_PIXELS,

@@ -24,6 +24,7 @@ from torch import nn
 from lettucify import checkpoint as ckpt
 from lettucify import distributed
 from lettucify.compute.device import setup_compute
+from lettucify.data.loading import core_share
 from lettucify.data.datamodule import Scan
 from lettucify.errors import ConfigError
 from lettucify.models.build import build_model, preprocessing
@@ -97,8 +98,15 @@ def setup_fit(
     world = distributed.world_size()
     model = build_model(cfg.model, len(data.classes))
     model.to(device, memory_format=torch.channels_last if cfg.compute.channels_last else torch.contiguous_format)
+    share = core_share(cfg.data.num_workers, cfg.compute.num_threads, data.decoded is not None,
+                       distributed.local_world_size())
+    torch.set_num_threads(share.threads)
+    if distributed.is_main():
+        log.info("data loading: %s; data cache %s", share.describe(),
+                 f"in {data.decoded.folder}" if data.decoded is not None else "off")
     train_loader = data.train_loader(
-        num_replicas=world, rank=distributed.rank(), seed=cfg.seed, pin_memory=cfg.compute.pin_memory
+        num_replicas=world, rank=distributed.rank(), seed=cfg.seed, pin_memory=cfg.compute.pin_memory,
+        workers=share.workers,
     )
     optimizer = instantiate(cfg.optimizer, _convert_="all")(
         param_groups(model, cfg.optimizer.lr, cfg.optimizer.weight_decay, cfg.model.backbone_lr_scale)
