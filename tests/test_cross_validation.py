@@ -96,10 +96,10 @@ def test_the_scan_deals_every_training_photo_into_folds(image_folder):
         ImageFolderData(name="tiny", root=str(image_folder), cv_folds=25).scan()
 
 
-def test_the_trainings_of_a_job_decode_each_training_photo_once(image_folder, monkeypatch):
-    from lettucify.data import datamodule
+def test_the_trainings_of_a_job_decode_each_training_photo_once(image_folder, tmp_path, monkeypatch):
+    from lettucify.data import cache, datamodule
 
-    data = ImageFolderData(name="tiny", root=str(image_folder), cv_folds=3)
+    data = ImageFolderData(name="tiny", root=str(image_folder), cv_folds=3, cache_dir=str(tmp_path))
     scan = data.scan()
     decoded = []
     real_load_rgb = datamodule.load_rgb
@@ -108,7 +108,9 @@ def test_the_trainings_of_a_job_decode_each_training_photo_once(image_folder, mo
         decoded.append(path)
         return real_load_rgb(path, *args, **kwargs)
 
+    # Wherever a training photo is decoded: in the dataset, or once into the data cache.
     monkeypatch.setattr(datamodule, "load_rgb", counted_load_rgb)
+    monkeypatch.setattr(cache, "load_rgb", counted_load_rgb)
     for split in [*scan.fold_scans(), scan]:  # each fold's training set, then the final one
         data.build(split, 32, (0.5,) * 3, (0.5,) * 3)
         for index in range(len(data.train_set)):
