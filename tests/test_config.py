@@ -116,6 +116,17 @@ def test_cli_flags_answer_without_importing_torch(flag, tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
+def test_help_lists_each_config_group_with_its_options_and_the_typed_config(tmp_path):
+    # --help lists groups through copies of Hydra's config repository, which share the
+    # ConfigStore (lettucify.config.share_config_store): the schema must still be found.
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "compute: azure_nc6, azure_t4, local_cpu, local_gpu, torchrun\n" in result.stdout
+    assert "model: cnn16, efficientnet_lite0, efficientnet_lite2\n" in result.stdout
+    assert "schema/model: cnn16, efficientnet_lite\n" in result.stdout  # from the ConfigStore
+    assert "cache_max_gb: 8.0" in result.stdout  # a schema default that no YAML file sets
+
+
 def test_cli_rejects_a_typo_in_one_clear_message(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "lettucify", "trainer.epohcs=3"],
