@@ -472,3 +472,29 @@ def test_food16_reference_data(tmp_path):
     assert len(data.train_set) + len(data.val_set) == 199 and len(data.test_set) == 189
     assert {label for _, label in data.val_set.samples} == set(range(16))
     assert data.val_set[0][0].shape == (3, 64, 64)
+
+
+@pytest.mark.parametrize("augment", [AugmentConf(), AugmentConf(horizontal_flip=False, color_jitter=0.4)])
+def test_training_augmentation_is_torchvisions_v2_pipeline_draw_for_draw(augment):
+    from torchvision.transforms import v2
+
+    from lettucify.data.transforms import train_transform
+
+    mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
+    steps = [v2.RandomResizedCrop(64, scale=tuple(augment.random_resized_crop_scale), antialias=True)]
+    steps += [v2.RandomHorizontalFlip()] if augment.horizontal_flip else []
+    jitter = augment.color_jitter
+    steps += [v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)] if jitter else []
+    reference = v2.Compose([*steps, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+    ours = train_transform(64, mean, std, augment)
+    image = torch.randint(0, 256, (3, 96, 130), dtype=torch.uint8)
+    outputs = []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        outputs.append(ours(image))
+        torch.manual_seed(seed)
+        assert torch.equal(outputs[-1], reference(image)), f"seed {seed}"
+    assert len({output.sum().item() for output in outputs}) > 1  # random, not one fixed crop
+    pil = Image.fromarray(image.permute(1, 2, 0).numpy())
+    torch.manual_seed(0)
+    assert torch.equal(ours(pil), outputs[0])  # a decoded photo (the cache off) is augmented alike

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
+from PIL import Image
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 # Resize to input_size / 0.875, then center-crop: the usual ImageNet evaluation ratio.
 EVAL_CROP_RATIO = 0.875
@@ -33,18 +35,32 @@ def eval_transform(input_size: int, mean: Sequence[float], std: Sequence[float])
     )
 
 
-def train_transform(
-    input_size: int, mean: Sequence[float], std: Sequence[float], augment
-) -> v2.Compose:
-    """Random crop, optional flip and color jitter (``augment``: an AugmentConf), normalize."""
-    steps = [
-        v2.RandomResizedCrop(
-            input_size, scale=tuple(augment.random_resized_crop_scale), antialias=True
-        )
-    ]
-    if augment.horizontal_flip:
-        steps.append(v2.RandomHorizontalFlip())
-    if augment.color_jitter > 0:
+class TrainAugment:
+    """Random crop, optional flip and color jitter (``augment``: an AugmentConf), normalize.
+
+    torchvision v2's transforms, called as its kernels: the same random draws and the same
+    pixels as ``v2.Compose`` of them on a tensor, without the input inspection that
+    ``Compose`` repeats for every transform of every sample (half the time of a 64 px
+    sample from the data cache). A PIL image (the cache off) becomes a uint8 tensor first.
+    """
+
+    def __init__(self, input_size: int, mean: Sequence[float], std: Sequence[float], augment) -> None:
+        self.crop = v2.RandomResizedCrop(input_size, scale=tuple(augment.random_resized_crop_scale), antialias=True)
+        self.flip = augment.horizontal_flip
         jitter = augment.color_jitter
-        steps.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
-    return v2.Compose(steps + _to_normalized_tensor(mean, std))
+        self.jitter = v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter) if jitter > 0 else None
+        self.mean, self.std = list(mean), list(std)
+
+    def __call__(self, image) -> torch.Tensor:
+        if isinstance(image, Image.Image):
+            image = F.pil_to_tensor(image)
+        image = F.resized_crop(image, **self.crop.make_params([image]), size=self.crop.size, antialias=True)
+        if self.flip and torch.rand(1) < 0.5:  # as v2.RandomHorizontalFlip draws it
+            image = F.horizontal_flip(image)
+        if self.jitter is not None:
+            image = self.jitter(image)
+        return F.normalize(F.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
+
+
+def train_transform(input_size: int, mean: Sequence[float], std: Sequence[float], augment) -> TrainAugment:
+    return TrainAugment(input_size, mean, std, augment)
