@@ -478,7 +478,7 @@ def test_food16_reference_data(tmp_path):
 def test_training_augmentation_is_torchvisions_v2_pipeline_draw_for_draw(augment):
     from torchvision.transforms import v2
 
-    from lettucify.data.transforms import train_transform
+    from lettucify.data.transforms import TrainAugment
 
     mean, std = [0.4, 0.5, 0.6], [0.2, 0.3, 0.4]
     steps = [v2.RandomResizedCrop(64, scale=tuple(augment.random_resized_crop_scale), antialias=True)]
@@ -486,7 +486,7 @@ def test_training_augmentation_is_torchvisions_v2_pipeline_draw_for_draw(augment
     jitter = augment.color_jitter
     steps += [v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter)] if jitter else []
     reference = v2.Compose([*steps, v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
-    ours = train_transform(64, mean, std, augment)
+    ours = TrainAugment(64, mean, std, augment)
     image = torch.randint(0, 256, (3, 96, 130), dtype=torch.uint8)
     outputs = []
     for seed in range(20):

@@ -33,7 +33,7 @@ from lettucify.data.scan import (
     without,
     write_report,
 )
-from lettucify.data.transforms import eval_transform, train_transform
+from lettucify.data.transforms import TrainAugment, eval_transform
 from lettucify.errors import DataError, LettucifyError
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ class ImageFolderData:
         self.root, self.classes, self.bad_images = scan.root, list(scan.classes), list(scan.bad)
         self.decoded = self.decoded_images(scan, round(conf.cache_side_ratio * input_size))
         self.train_set = TrainImages(
-            scan.train, train_transform(input_size, mean, std, conf.augment), conf.max_image_pixels, self.decoded,
+            scan.train, TrainAugment(input_size, mean, std, conf.augment), conf.max_image_pixels, self.decoded,
         )
         remember = conf.cache is not CacheMode.off
         self.val_set = EvalImages(scan.val, evaluate, conf.max_image_pixels, remember) if scan.val else None

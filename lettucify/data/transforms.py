@@ -60,7 +60,3 @@ class TrainAugment:
         if self.jitter is not None:
             image = self.jitter(image)
         return F.normalize(F.to_dtype(image, torch.float32, scale=True), self.mean, self.std)
-
-
-def train_transform(input_size: int, mean: Sequence[float], std: Sequence[float], augment) -> TrainAugment:
-    return TrainAugment(input_size, mean, std, augment)
