@@ -9,8 +9,9 @@ steps), fed three ways:
 
     a naive      PIL open + convert in ``__getitem__`` every epoch, then the same random
                  crop, flip and normalisation; a default DataLoader (no workers, no pinning)
-    b lettucify  the training job's own loader: the decoded-image cache, augmentation on
-                 its uint8 tensors, the workers and threads derived from the machine
+    b lettucify  the training job's own loader: the decoded-image cache, its uint8 photos
+                 augmented a batch at a time on the device (data.augment.batched), the
+                 workers and threads derived from the machine
     c compute    the same steps on batches already in the device's memory: the ceiling
 
 efficientnet_lite0 trains at 224 px and cnn16 at 64 px, each with its config's batch size
@@ -106,13 +107,13 @@ class Steps:
         return itertools.islice(itertools.chain.from_iterable(itertools.repeat(self.loader)), self.steps)
 
 
-def measure(run: Fit, cfg, batches: Iterable) -> float:
-    """Images/s of the training loop over ``batches``."""
+def measure(run: Fit, cfg, batches: Iterable, augment: Optional[Callable]) -> float:
+    """Images/s of the training loop over ``batches`` (with ``augment``: the data cache's, augmented on the device)."""
     if run.device.type == "cuda":
         torch.cuda.synchronize()
     stats = train_one_epoch(
         run.net, batches, run.optimizer, run.scheduler, run.scaler, device=run.device, state=run.state,
-        stop=GracefulStop(), progress=EpochProgress(0, 1, len(batches), "lines"), mix=run.mix,
+        stop=GracefulStop(), progress=EpochProgress(0, 1, len(batches), "lines"), augment=augment, mix=run.mix,
         label_smoothing=cfg.trainer.label_smoothing, grad_clip_norm=cfg.trainer.grad_clip_norm,
         channels_last=cfg.compute.channels_last, dtype=amp_dtype(cfg.compute),
     )
@@ -125,13 +126,17 @@ def pipelines(run: Fit, cfg, steps: int) -> Dict[str, Callable[[], float]]:
         NaiveImages(data.train_set.samples, cfg.model.input_size, cfg.model.mean, cfg.model.std, data.conf.augment),
         batch_size=run.train_loader.batch_size, shuffle=True,
     )
-    # A few of the job's own batches, moved to the device once.
+    # A few of the job's own batches, moved to the device and augmented once.
+    prepare = run.augment or (lambda images: images)
     resident = [
-        (images.to(run.device), labels.to(run.device))
+        (prepare(images.to(run.device)), labels.to(run.device))
         for images, labels in itertools.islice(iter(run.train_loader), min(4, len(run.train_loader)))
     ]
-    sources = {"a naive": naive, "b lettucify": run.train_loader, "c compute": resident}
-    return {name: (lambda source=source: measure(run, cfg, Steps(source, steps))) for name, source in sources.items()}
+    sources = {"a naive": (naive, None), "b lettucify": (run.train_loader, run.augment), "c compute": (resident, None)}
+    return {
+        name: (lambda source=source, augment=augment: measure(run, cfg, Steps(source, steps), augment))
+        for name, (source, augment) in sources.items()
+    }
 
 
 def benchmark(

@@ -118,6 +118,10 @@ class AugmentConf:
     )
     horizontal_flip: bool = True
     color_jitter: float = field(default=0.0, metadata=at_least(0))
+    # With the data cache: augment each batch at once on the training device (one
+    # bilinear grid_sample, not antialiased; lettucify/data/batch_augment.py) instead of
+    # each photo in the loader, as without the cache.
+    batched: bool = True
 
 
 @dataclass

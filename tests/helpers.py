@@ -14,6 +14,16 @@ from PIL import Image
 FOOD16 = Path(os.environ.get("LETTUCIFY_DATA_DIR", "/nonexistent")) / "food16"
 
 
+def training_sample(data, key):
+    """``(tensor, label)`` of the training set's ``key`` (an index, or (index, seed)), as
+    training sees it: augmented in the loader, or, with the data cache, as a batch of one."""
+    sample = data.train_set[key]
+    if data.batch_augment is None:
+        return sample
+    batch, labels = sample
+    return data.batch_augment(batch)[0], int(labels[0])
+
+
 def class_image(
     label: int, num_classes: int, size: Tuple[int, int], rng: np.random.Generator
 ) -> Image.Image:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import make_image_folder
+from helpers import make_image_folder, training_sample
 from lettucify.config import REPO_ROOT, AugmentConf, BadImagePolicy, DownloadConf
 from lettucify.data.datamodule import ImageFolderData, stratified_split
 from lettucify.data.download import ensure_dataset, load_manifest
@@ -274,23 +274,25 @@ def test_datasets_after_setup(image_folder):
     data = setup_data(image_folder, val_fraction=0.25, split_seed=1)
     assert data.root == image_folder and data.classes == ["a", "b", "c"]
     assert (len(data.train_set), len(data.val_set), len(data.test_set)) == (18, 6, 12)
-    for dataset in (data.train_set, data.val_set, data.test_set):
-        image, label = dataset[len(dataset) - 1]
+    for name in ("train_set", "val_set", "test_set"):
+        dataset = getattr(data, name)
+        image, label = training_sample(data, len(dataset) - 1) if name == "train_set" else dataset[len(dataset) - 1]
         assert image.shape == (3, 32, 32) and image.dtype == torch.float32
         assert label == 2 and dataset.samples[-1][1] == 2
     assert setup_data(image_folder, val_fraction=0.0).val_set is None
 
 
-def test_train_augmentation_is_a_function_of_the_seed(image_folder):
-    for cache in ("on", "off"):
-        train = setup_data(image_folder, cache=cache).train_set
-        torch.manual_seed(0)
-        state = torch.get_rng_state()
-        first = train[(5, 1234)][0]
-        assert torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
-        assert torch.equal(train[(5, 1234)][0], first)
-        assert not torch.equal(train[(5, 1235)][0], first)
-        assert train[5][0].shape == first.shape
+@pytest.mark.parametrize("cache, batched", [("on", True), ("on", False), ("off", True)])
+def test_train_augmentation_is_a_function_of_the_seed(image_folder, cache, batched):
+    data = setup_data(image_folder, cache=cache, augment={"batched": batched})
+    assert (data.batch_augment is not None) == (cache == "on" and batched)
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    first = training_sample(data, (5, 1234))[0]
+    assert torch.equal(torch.get_rng_state(), state)  # the global generator is untouched
+    assert torch.equal(training_sample(data, (5, 1234))[0], first)
+    assert not torch.equal(training_sample(data, (5, 1235))[0], first)
+    assert training_sample(data, 5)[0].shape == first.shape
 
 
 def test_eval_transform_resizes_then_center_crops(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from helpers import FOOD16, make_image_folder
+from helpers import FOOD16, make_image_folder, training_sample
 from lettucify.data.cache import INDEX, cache_key, open_cache
 from lettucify.data.datamodule import ImageFolderData
 from lettucify.data.images import load_rgb
@@ -106,27 +106,34 @@ def test_two_processes_wanting_the_same_cache_write_it_once_and_both_read_it(tmp
     assert len(cached_folders(root)) == 1
 
 
-def setup(root: Path, cache: str, cache_dir: Path, input_size: int = 32) -> ImageFolderData:
-    data = ImageFolderData(name="tiny", root=str(root), cache=cache, cache_dir=str(cache_dir), val_fraction=0.25)
+def setup(root: Path, cache: str, cache_dir: Path, input_size: int = 32, batched: bool = True) -> ImageFolderData:
+    data = ImageFolderData(name="tiny", root=str(root), cache=cache, cache_dir=str(cache_dir), val_fraction=0.25,
+                           augment={"batched": batched})
     data.setup(input_size, MEAN, STD)
     return data
 
 
-def test_training_sees_the_same_photos_in_the_same_order_with_the_cache_on_and_off(tmp_path):
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "each photo"])
+def test_training_sees_the_same_photos_in_the_same_order_with_the_cache_on_and_off(tmp_path, batched):
     images = make_image_folder(tmp_path / "images", size=(96, 64))
-    on, off = (setup(images, mode, tmp_path / "cache") for mode in ("on", "off"))
+    on, off = (setup(images, mode, tmp_path / "cache", batched=batched) for mode in ("on", "off"))
     assert on.decoded is not None and off.decoded is None
+    assert (on.batch_augment is not None) == batched and off.batch_augment is None
     assert len(on.decoded) == len(on.train_set) + len(on.val_set)  # the whole training folder
     for data in (on, off):
         data.loader = data.train_loader(num_replicas=1, rank=0, seed=3, pin_memory=False, workers=0)
     for epoch in range(2):
-        order = []
+        labels = []
         for data in (on, off):
             data.loader.sampler.set_epoch(epoch)
-            order.append([(key, data.train_set[key][1]) for key in data.loader.sampler])
-        assert order[0] == order[1]
-        index, seed = order[0][0][0]
-        assert not torch.equal(on.train_set[(index, seed)][0], on.train_set[(index, seed + 1)][0])  # still random
+            labels.append(torch.cat([batch_labels for _, batch_labels in data.loader]).tolist())
+        assert labels[0] == labels[1] and len(labels[0]) == len(on.train_set)
+        assert [on.train_set.samples[index][1] for index, _ in on.loader.sampler] == labels[0]
+        index, seed = next(iter(on.loader.sampler))
+        photo = training_sample(on, (index, seed))[0]
+        assert photo.shape == training_sample(off, (index, seed))[0].shape == (3, 32, 32)
+        assert not torch.equal(photo, training_sample(on, (index, seed + 1))[0])  # still random
+        assert torch.equal(photo, training_sample(on, (index, seed))[0])  # and a function of the seed
 
 
 def test_evaluation_and_serving_preprocessing_are_the_same_with_the_cache_on_and_off(tmp_path):

@@ -82,7 +82,7 @@ class DecodedImages:
         self.entries: Dict[str, Tuple[int, int, int, int]] = {
             path: tuple(entry) for path, entry in index["images"].items()  # shard, offset, height, width
         }
-        self._maps: Dict[int, np.ndarray] = {}
+        self._maps: Dict[int, torch.Tensor] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -93,14 +93,14 @@ class DecodedImages:
 
     def __getitem__(self, path: Path) -> torch.Tensor:
         shard, offset, height, width = self.entries[str(path)]
-        pixels = self._map(shard)[offset : offset + height * width * 3]
-        return torch.from_numpy(pixels.reshape(height, width, 3)).permute(2, 0, 1)
+        return self._map(shard)[offset : offset + height * width * 3].view(height, width, 3).permute(2, 0, 1)
 
-    def _map(self, shard: int) -> np.ndarray:
+    def _map(self, shard: int) -> torch.Tensor:
         if self._pid != os.getpid():  # a forked worker: its own mappings
             self._maps, self._pid = {}, os.getpid()
         if shard not in self._maps:
-            self._maps[shard] = np.memmap(self.folder / self.shards[shard], dtype=np.uint8, mode="c")
+            # A tensor over the whole mapping: slicing it is a few times cheaper than slicing np.memmap.
+            self._maps[shard] = torch.from_numpy(np.memmap(self.folder / self.shards[shard], dtype=np.uint8, mode="c"))
         return self._maps[shard]
 
     def __getstate__(self) -> dict:

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lettucify.config import AugmentConf, BadImagePolicy, CacheMode, DataConf, DownloadConf
+from lettucify.data.batch_augment import BatchAugment, CachedBatch
 from lettucify.data.cache import DecodedImages, cache_root, estimated_bytes, open_cache
 from lettucify.data.download import ensure_dataset, is_dataset
 from lettucify.data.images import load_rgb
@@ -68,6 +69,38 @@ class TrainImages(Dataset):
             # captures for the lazily initialised devices.
             torch.default_generator.manual_seed(seed)
             return self.transform(image), label
+
+
+class CachedTrainPhotos(Dataset):
+    """Training photos from the data cache, fetched a batch at a time and cut to their
+    random crops there (``BatchAugment.gather``), for the training device to finish.
+
+    ``dataset.__getitems__(keys)`` (what a DataLoader calls) is ``(CachedBatch, labels)``
+    for ``(index, seed)`` keys; ``dataset[key]`` is that of one key, and an index alone
+    seeds from torch's global generator.
+    """
+
+    def __init__(self, samples: Sequence[Sample], decoded: DecodedImages, augment: BatchAugment) -> None:
+        self.samples = list(samples)
+        self.decoded = decoded
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitems__(self, keys: Sequence[Union[int, Tuple[int, int]]]) -> Tuple[CachedBatch, torch.Tensor]:
+        keys = [key if isinstance(key, tuple) else (key, int(torch.randint(2**62, (1,)))) for key in keys]
+        photos = [self.decoded[self.samples[index][0]] for index, _ in keys]
+        labels = torch.tensor([self.samples[index][1] for index, _ in keys], dtype=torch.int64)
+        return self.augment.gather(photos, [seed for _, seed in keys]), labels
+
+    def __getitem__(self, key: Union[int, Tuple[int, int]]) -> Tuple[CachedBatch, torch.Tensor]:
+        return self.__getitems__([key])
+
+
+def already_collated(batch):
+    """The collate_fn of a dataset whose ``__getitems__`` returns whole batches."""
+    return batch
 
 
 class EvalImages(Dataset):
@@ -189,7 +222,9 @@ class ImageFolderData:
         self.root: Optional[Path] = None
         self.classes: List[str] = []
         self.decoded: Optional[DecodedImages] = None
-        self.train_set: Optional[TrainImages] = None
+        self.train_set: Optional[Union[TrainImages, CachedTrainPhotos]] = None
+        # With the data cache and augment.batched: what augments each batch on the training device.
+        self.batch_augment: Optional[BatchAugment] = None
         self.val_set: Optional[EvalImages] = None
         self.test_set: Optional[EvalImages] = None
         self.bad_images: List[BadImage] = []
@@ -270,9 +305,14 @@ class ImageFolderData:
         evaluate = eval_transform(input_size, mean, std)
         self.root, self.classes, self.bad_images = scan.root, list(scan.classes), list(scan.bad)
         self.decoded = self.decoded_images(scan, round(conf.cache_side_ratio * input_size))
-        self.train_set = TrainImages(
-            scan.train, TrainAugment(input_size, mean, std, conf.augment), conf.max_image_pixels, self.decoded,
-        )
+        if self.decoded is not None and conf.augment.batched:
+            self.batch_augment = BatchAugment(input_size, mean, std, conf.augment)
+            self.train_set = CachedTrainPhotos(scan.train, self.decoded, self.batch_augment)
+        else:
+            self.train_set = TrainImages(
+                scan.train, TrainAugment(input_size, mean, std, conf.augment), conf.max_image_pixels, self.decoded,
+            )
+            self.batch_augment = None
         remember = conf.cache is not CacheMode.off
         self.val_set = EvalImages(scan.val, evaluate, conf.max_image_pixels, remember) if scan.val else None
         self.test_set = EvalImages(scan.test, evaluate, conf.max_image_pixels, remember)
@@ -316,7 +356,8 @@ class ImageFolderData:
     def train_loader(self, *, num_replicas: int, rank: int, seed: int, pin_memory: bool, workers: int) -> DataLoader:
         """This rank's share of each global batch of ``data.batch_size``, resumable mid-epoch
         through its ``ResumableSampler`` (``loader.sampler``), prepared by ``workers`` processes
-        (``lettucify.data.loading.core_share``)."""
+        (``lettucify.data.loading.core_share``). With ``batch_augment``, its batches are
+        ``CachedBatch``es for it to augment on the training device."""
         if self.conf.batch_size % num_replicas:
             raise LettucifyError(
                 f"data.batch_size={self.conf.batch_size} is the global batch and must divide "
@@ -327,6 +368,7 @@ class ImageFolderData:
             batch_size=self.conf.batch_size // num_replicas,
             sampler=ResumableSampler(self.train_set, num_replicas=num_replicas, rank=rank, seed=seed),
             num_workers=workers,
+            collate_fn=already_collated if self.batch_augment is not None else None,
             pin_memory=pin_memory,
             # Started once: a worker's start (fork, the dataset's state) costs more than an epoch of food16.
             persistent_workers=workers > 0,

@@ -53,6 +53,8 @@ class Fit:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     scaler: torch.amp.GradScaler
+    # The data module's batch_augment: its loader's batches are augmented on the device.
+    augment: Optional[Callable]
     mix: Optional[Callable]
     device: torch.device
     state: TrainState
@@ -74,7 +76,7 @@ def fit(cfg: DictConfig, run: Fit, log_epoch: Callable[[Dict[str, Any]], None]) 
             started = time.perf_counter()
             stats = train_one_epoch(
                 run.net, run.train_loader, run.optimizer, run.scheduler, run.scaler,
-                device=run.device, state=state, stop=stop, mix=run.mix,
+                device=run.device, state=state, stop=stop, augment=run.augment, mix=run.mix,
                 label_smoothing=cfg.trainer.label_smoothing, grad_clip_norm=cfg.trainer.grad_clip_norm,
                 channels_last=cfg.compute.channels_last, dtype=amp_dtype(cfg.compute), lr=cfg.optimizer.lr,
                 progress=EpochProgress(
@@ -156,6 +158,7 @@ def train_one_epoch(
     state: TrainState,
     stop: GracefulStop,
     progress: EpochProgress,
+    augment: Optional[Callable] = None,
     mix: Optional[Callable] = None,
     label_smoothing: float = 0.0,
     grad_clip_norm: Optional[float] = None,
@@ -165,7 +168,8 @@ def train_one_epoch(
 ) -> Dict[str, float]:
     """One pass over ``loader`` (from where ``state`` says it stopped); returns its stats.
 
-    ``dtype``: the autocast dtype, None for full precision. ``lr`` is only named in the
+    ``augment``: what makes the loader's batches (``CachedBatch``es) into images, on the
+    device; None when the loader's batches are images already. ``dtype``: the autocast dtype, None for full precision. ``lr`` is only named in the
     error when the loss stops being finite.
     """
     net.train()
@@ -174,7 +178,10 @@ def train_one_epoch(
     started = time.perf_counter()
     with progress:
         for images, labels in loader:
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            if augment is None:
+                images = images.to(device, non_blocking=True, memory_format=memory_format)
+            else:
+                images = augment(images.to(device, non_blocking=True)).contiguous(memory_format=memory_format)
             labels = labels.to(device, non_blocking=True)
             # Mixed batches train on soft targets; accuracy is still against the labels.
             images, targets = mix(images, labels) if mix is not None else (images, labels)

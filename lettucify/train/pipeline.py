@@ -102,8 +102,9 @@ def setup_fit(
                        distributed.local_world_size())
     torch.set_num_threads(share.threads)
     if distributed.is_main():
-        log.info("data loading: %s; data cache %s", share.describe(),
-                 f"in {data.decoded.folder}" if data.decoded is not None else "off")
+        log.info("data loading: %s; data cache %s; augmentation %s", share.describe(),
+                 f"in {data.decoded.folder}" if data.decoded is not None else "off",
+                 f"of whole batches on {device}" if data.batch_augment is not None else "of each photo in the loader")
     train_loader = data.train_loader(
         num_replicas=world, rank=distributed.rank(), seed=cfg.seed, pin_memory=cfg.compute.pin_memory,
         workers=share.workers,
@@ -120,7 +121,7 @@ def setup_fit(
     ) if world > 1 else model
     return Fit(
         model=model, net=net, data=data, train_loader=train_loader, optimizer=optimizer,
-        scheduler=scheduler, scaler=scaler, mix=batch_mixer(cfg.trainer, len(data.classes)),
+        scheduler=scheduler, scaler=scaler, augment=data.batch_augment, mix=batch_mixer(cfg.trainer, len(data.classes)),
         device=device, state=TrainState(), checkpoint_dir=checkpoint_dir, run_dir=run_dir, extra=extra,
     )
 
