@@ -5,19 +5,19 @@ With the data cache, ``BatchAugment`` works in two halves:
 - ``gather`` runs in the loader (``CachedTrainPhotos.__getitems__``). For a batch of
   cached uint8 photos, it draws each photo's RandomResizedCrop box (torchvision's
   algorithm), flip and colour-jitter factors from the photo's seed, all at once, and
-  copies each photo's crop into one uint8 ``CachedBatch``. That is about a third of the
-  photos' bytes, and a quarter of float32's, for the copy to the device.
+  copies each photo's crop into one uint8 ``CachedBatch``: only the crops' bytes, and a
+  quarter of float32's, for the copy to the device.
 - ``__call__`` runs on the training device in the loop. It resizes every crop with one
   bilinear ``grid_sample``, with the flips folded into the sampling grid, then jitters and
   normalises the batch as a whole.
 
 That is one pass over the batch instead of a dozen small operations on each photo: on a
-CPU a 64 px photo costs about 50 µs instead of 160 (benchmarks/train_throughput.py), and
-on a GPU next to nothing. The resampling is not antialiased. The cache keeps a shorter
-side of ``data.cache_side_ratio`` x input_size (1.5 by default), so a crop is at most
-about twice the input size and the aliasing stays slight. ``augment.batched=false``
-augments photo by photo in the loader instead, as without the cache
-(``lettucify.data.transforms.TrainAugment``).
+CPU a 64 px photo costs about 70 µs instead of 160 (benchmarks/train_throughput.py),
+and the device's half on a GPU next to nothing. The resampling is not antialiased. The
+cache keeps a shorter side of ``data.cache_side_ratio`` x input_size (1.5 by default), so
+a crop is at most about twice the input size and the aliasing stays slight.
+``augment.batched=false`` augments photo by photo in the loader instead, as without the
+cache (``lettucify.data.transforms.TrainAugment``).
 
 A photo's augmentation is a function of its seed alone (``ResumableSampler``'s, from the
 run's seed, the epoch and the photo). A resumed run, another number of workers, or the
