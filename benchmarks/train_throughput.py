@@ -126,11 +126,13 @@ def pipelines(run: Fit, cfg, steps: int) -> Dict[str, Callable[[], float]]:
         NaiveImages(data.train_set.samples, cfg.model.input_size, cfg.model.mean, cfg.model.std, data.conf.augment),
         batch_size=run.train_loader.batch_size, shuffle=True,
     )
-    # A few of the job's own batches, moved to the device and augmented once.
+    # The job's own first batches, moved to the device and augmented once: as many as b
+    # goes through before it goes round, so that c takes the same steps, the epoch's last
+    # and smaller batch included (its optimizer step costs as much as a full batch's).
     prepare = run.augment or (lambda images: images)
     resident = [
         (prepare(images.to(run.device)), labels.to(run.device))
-        for images, labels in itertools.islice(iter(run.train_loader), min(4, len(run.train_loader)))
+        for images, labels in itertools.islice(iter(run.train_loader), min(steps, len(run.train_loader)))
     ]
     sources = {"a naive": (naive, None), "b lettucify": (run.train_loader, run.augment), "c compute": (resident, None)}
     return {

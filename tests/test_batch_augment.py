@@ -32,6 +32,11 @@ def photos(*sizes, seed=0):
     return [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=generator) for h, w in sizes]
 
 
+def hwc(images):
+    """The photos as the data cache holds them: uint8 height, width, channels."""
+    return [image.permute(1, 2, 0).numpy() for image in images]
+
+
 def splitmix64(seed: int):
     """The reference generator, as its authors wrote it, in Python integers."""
     mask = 2**64 - 1
@@ -78,7 +83,7 @@ def test_gather_cuts_each_photo_to_the_box_its_seed_draws():
     images = photos((30, 40), (48, 36), (20, 20), (96, 128))
     seeds = [11, 12, 13, 14]
     augment = BatchAugment(16, MEAN, STD, AugmentConf())
-    batch = augment.gather(images, seeds)
+    batch = augment.gather(hwc(images), seeds)
     boxes = crop_boxes(torch.tensor([image.shape[1:] for image in images]), [0.25, 1.0], random_numbers(seeds))
     assert batch.images.shape == (4, 3, boxes[:, 2].max(), boxes[:, 3].max()) and batch.images.dtype == torch.uint8
     assert torch.equal(batch.sizes, boxes[:, 2:])
@@ -132,20 +137,20 @@ def test_a_whole_photo_at_its_own_size_is_the_photo_normalized_as_the_eval_trans
     (image,) = photos((32, 32))
     augment = BatchAugment(32, MEAN, STD, AugmentConf(random_resized_crop_scale=[1.0, 1.0], horizontal_flip=False))
     expected = F.normalize(F.to_dtype(image, torch.float32, scale=True), MEAN, STD)
-    assert torch.allclose(augment(augment.gather([image], [3]))[0], expected, atol=1e-5)
+    assert torch.allclose(augment(augment.gather(hwc([image]), [3]))[0], expected, atol=1e-5)
 
 
 def test_each_photos_augmentation_is_a_function_of_its_seed_whatever_batch_it_is_in():
     images = photos(*[(40, 50)] * 64)
     augment = BatchAugment(24, MEAN, STD, AugmentConf(color_jitter=0.3))
-    first = augment(augment.gather(images, range(100, 164)))
+    first = augment(augment.gather(hwc(images), range(100, 164)))
     assert first.shape == (64, 3, 24, 24) and first.dtype == torch.float32
-    assert torch.equal(augment(augment.gather(images, range(100, 164))), first)
+    assert torch.equal(augment(augment.gather(hwc(images), range(100, 164))), first)
     # Half the batch on its own (another rank's share of a global batch): the same tensors.
-    assert torch.allclose(augment(augment.gather(images[32:], range(132, 164))), first[32:], atol=1e-5)
-    other = augment(augment.gather(images, range(200, 264)))
+    assert torch.allclose(augment(augment.gather(hwc(images[32:]), range(132, 164))), first[32:], atol=1e-5)
+    other = augment(augment.gather(hwc(images), range(200, 264)))
     assert all(not torch.equal(a, b) for a, b in zip(other, first))
-    batch = augment.gather(images, range(100, 164))
+    batch = augment.gather(hwc(images), range(100, 164))
     assert 16 < batch.flips.sum() < 48  # about half flipped
     assert len(set(map(tuple, batch.sizes.tolist()))) > 40 and ((batch.jitter >= 0.7) & (batch.jitter <= 1.3)).all()
 

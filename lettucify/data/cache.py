@@ -68,7 +68,8 @@ def estimated_bytes(paths: Sequence[Path], side: int, max_pixels: int) -> int:
 
 
 class DecodedImages:
-    """A complete cache folder: ``images[path]`` is that photo's uint8 ``[3, H, W]`` tensor.
+    """A complete cache folder: ``images[path]`` is that photo's uint8 ``[3, H, W]`` tensor,
+    ``images.pixels(path)`` the same bytes as a ``[H, W, 3]`` array.
 
     The shards are mapped lazily in each process (a DataLoader worker maps its own; the
     mapping is never pickled), copy-on-write so the tensors may be handed to transforms.
@@ -82,7 +83,7 @@ class DecodedImages:
         self.entries: Dict[str, Tuple[int, int, int, int]] = {
             path: tuple(entry) for path, entry in index["images"].items()  # shard, offset, height, width
         }
-        self._maps: Dict[int, torch.Tensor] = {}
+        self._maps: Dict[int, np.ndarray] = {}
         self._pid = os.getpid()
 
     def __len__(self) -> int:
@@ -92,15 +93,19 @@ class DecodedImages:
         return str(path) in self.entries
 
     def __getitem__(self, path: Path) -> torch.Tensor:
-        shard, offset, height, width = self.entries[str(path)]
-        return self._map(shard)[offset : offset + height * width * 3].view(height, width, 3).permute(2, 0, 1)
+        return torch.from_numpy(self.pixels(path)).permute(2, 0, 1)
 
-    def _map(self, shard: int) -> torch.Tensor:
+    def pixels(self, path: Path) -> np.ndarray:
+        shard, offset, height, width = self.entries[str(path)]
+        return self._map(shard)[offset : offset + height * width * 3].reshape(height, width, 3)
+
+    def _map(self, shard: int) -> np.ndarray:
         if self._pid != os.getpid():  # a forked worker: its own mappings
             self._maps, self._pid = {}, os.getpid()
         if shard not in self._maps:
-            # A tensor over the whole mapping: slicing it is a few times cheaper than slicing np.memmap.
-            self._maps[shard] = torch.from_numpy(np.memmap(self.folder / self.shards[shard], dtype=np.uint8, mode="c"))
+            # A plain ndarray over the mapping: slicing np.memmap itself costs a few times more
+            # (its subclass hooks), and slicing a tensor more again (torch's dispatch).
+            self._maps[shard] = np.memmap(self.folder / self.shards[shard], dtype=np.uint8, mode="c").view(np.ndarray)
         return self._maps[shard]
 
     def __getstate__(self) -> dict:

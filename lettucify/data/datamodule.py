@@ -90,7 +90,7 @@ class CachedTrainPhotos(Dataset):
 
     def __getitems__(self, keys: Sequence[Union[int, Tuple[int, int]]]) -> Tuple[CachedBatch, torch.Tensor]:
         keys = [key if isinstance(key, tuple) else (key, int(torch.randint(2**62, (1,)))) for key in keys]
-        photos = [self.decoded[self.samples[index][0]] for index, _ in keys]
+        photos = [self.decoded.pixels(self.samples[index][0]) for index, _ in keys]
         labels = torch.tensor([self.samples[index][1] for index, _ in keys], dtype=torch.int64)
         return self.augment.gather(photos, [seed for _, seed in keys]), labels
 
