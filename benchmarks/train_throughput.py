@@ -1,6 +1,6 @@
 """Training throughput: Lettucify's input pipeline against a naive one and against pure compute.
 
-    python benchmarks/train_throughput.py [--models efficientnet_lite0 cnn16] [--repeats 3]
+    python benchmarks/train_throughput.py [--models efficientnet_lite0 cnn16] [--repeats 5]
         [--device cpu|cuda] [--photos $LETTUCIFY_DATA_DIR/food16]
 
 The same model, the same food16 training photos and the same training loop
@@ -49,7 +49,7 @@ from lettucify.train.stop import GracefulStop
 REPO = Path(__file__).resolve().parents[1]
 PIPELINES = ("a naive", "b lettucify", "c compute")
 # Optimizer steps per measurement: a few seconds of each model on a 2-core CPU.
-DEFAULT_STEPS = {"efficientnet_lite0": 6, "cnn16": 24}
+DEFAULT_STEPS = {"efficientnet_lite0": 6, "cnn16": 60}
 
 
 class NaiveImages(Dataset):
@@ -167,7 +167,7 @@ def benchmark(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "cnn16"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, help="optimizer steps per measurement (default: by model)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, help="data.batch_size (default: the config's)")
