@@ -30,6 +30,7 @@ import itertools
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from lettucify.compute.device import amp_dtype, setup_compute
+from lettucify.errors import LettucifyError
 from lettucify.train.loop import Fit, train_one_epoch
 from lettucify.train.pipeline import scan_data, setup_fit
 from lettucify.train.progress import EpochProgress
@@ -179,11 +181,14 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    results = {
-        model: benchmark(model, args.device, args.photos, args.repeats, args.steps or DEFAULT_STEPS.get(model, 10),
-                         args.batch_size, args.overrides)
-        for model in args.models
-    }
+    try:
+        results = {
+            model: benchmark(model, args.device, args.photos, args.repeats, args.steps or DEFAULT_STEPS.get(model, 10),
+                             args.batch_size, args.overrides)
+            for model in args.models
+        }
+    except LettucifyError as err:  # a bad --photos, no CUDA device: the job's own one line
+        sys.exit(f"train_throughput: {err}")
     print(f"\ntraining images/s on {args.device} ({torch.get_num_threads()} torch threads), "
           f"median of {args.repeats} repeats (spread = (max - min) / median)")
     print(f"{'model':<20}" + "".join(f"{name:>16} {'spread':>6}" for name in PIPELINES) + f"{'b/a':>7}{'b/c':>7}")
