@@ -13,9 +13,10 @@ With the data cache, ``BatchAugment`` works in two halves:
 
 That is one pass over the batch instead of a dozen small operations on each photo: on a
 CPU a 64 px photo costs about 55 µs (25 of them in the loader) instead of 160
-(benchmarks/train_throughput.py), and the device's half on a GPU next to nothing. The resampling is not antialiased. The
-cache keeps a shorter side of ``data.cache_side_ratio`` x input_size (1.5 by default), so
-a crop is at most about twice the input size and the aliasing stays slight.
+(benchmarks/train_throughput.py), and the device's half on a GPU next to nothing. The
+resampling is not antialiased. The cache keeps a shorter side of
+``data.cache_side_ratio`` x input_size (1.5 by default), so a crop is at most about
+twice the input size and the aliasing stays slight.
 ``augment.batched=false`` augments photo by photo in the loader instead, as without the
 cache (``lettucify.data.transforms.TrainAugment``).
 
