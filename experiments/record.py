@@ -146,15 +146,22 @@ def percent(metric: dict) -> str:
     return f"{100 * metric['mean']:.1f} ± {100 * metric['std']:.1f}"
 
 
+def load_record(name: str) -> dict:
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        raise LettucifyError(f"no record of {name} ({path}): record it first, python experiments/record.py {name}")
+    return json.loads(path.read_text())
+
+
 def readme_table() -> str:
     rows = []
     for name, label in TABLE:
-        record = json.loads((RESULTS / f"{name}.json").read_text())
+        record = load_record(name)
         m = record["metrics"]
         per_seed = ", ".join(f"{100 * v:.1f}" for v in m["test_top1"]["per_seed"])
         rows.append(f"| {label} | `{record['command']}` | {percent(m['test_top1'])} | {percent(m['test_macro_f1'])} | "
                     f"{percent(m['test_macro_auc'])} | {per_seed} | {m['train_time_s']['mean'] / 60:.1f} |")
-    seeds = json.loads((RESULTS / f"{TABLE[0][0]}.json").read_text())
+    seeds = load_record(TABLE[0][0])
     return "\n".join([
         f"food16 test split: 189 photos, 16 classes (chance 6.25%). Mean ± sample standard deviation over seeds "
         f"{', '.join(map(str, seeds['seeds']))} (S), as `experiments/record.py` recorded them "

@@ -13,6 +13,13 @@ Hydra makes the run folder and exits with status 2 and one line::
 
     trainer.epochs=-1: must be at least 1
 
+Hydra's own composition errors (a key without ``+`` that no schema has, a value of the
+wrong type, a group option that does not exist, an override that does not parse) are
+put in the same one line by ``composition_error``::
+
+    trainer.epohcs=3: unknown key, TrainerConf has no such field; did you mean trainer.epochs?
+    model=cnn17: no such option; model is one of cnn16, efficientnet_lite0, efficientnet_lite2
+
 Imports nothing heavy: lettucify.config imports it before Hydra starts.
 """
 
@@ -22,13 +29,14 @@ import dataclasses
 import difflib
 import re
 import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, ListConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from lettucify.errors import ConfigError
 
@@ -135,6 +143,52 @@ def _shown(key: str, value: Any) -> str:
     return str(value)
 
 
+def _unknown_key(schema: type, key: str, prefix: str) -> str:
+    close = difflib.get_close_matches(key, [f.name for f in dataclasses.fields(schema)], n=1)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return f"unknown key, {schema.__name__} has no such field{hint}"
+
+
+def one_line(err: BaseException) -> str:
+    """Hydra's or OmegaConf's message, and its cause's, as one line."""
+    parts = [_message(err)]
+    if err.__cause__ is not None and str(err.__cause__) not in str(err):
+        parts.append(_message(err.__cause__))
+    return ": ".join(" ".join(part.split()) for part in parts)
+
+
+def _message(err: BaseException) -> str:
+    # After the message: OmegaConf's report of the key and its node's type (quoted in
+    # Hydra's own messages too), and Hydra's list of where it looked.
+    return re.split(r"\n\s*full_key:|\nConfig search path:", str(err))[0]
+
+
+def composition_error(err: BaseException, overrides: Sequence[str]) -> str:
+    """One line for an error Hydra raises as it composes the config with ``overrides`` (or
+    any other of its errors meant to be shown without a trace): the override and what is
+    wrong with it, where it can be told."""
+    if isinstance(err, MissingConfigException) and err.missing_cfg_file and err.options:
+        group, _, option = err.missing_cfg_file.rpartition("/")
+        close = difflib.get_close_matches(option, err.options, n=1)
+        hint = f"; did you mean {group}={close[0]}?" if close else ""
+        return f"{group}={option}: no such option; {group} is one of {', '.join(err.options)}{hint}"
+    if isinstance(err, OverrideParseException):
+        return f"{err.override}: {err.message.splitlines()[0]} (Hydra's override grammar)"
+    cause = err.__cause__
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError, ValidationError)) and cause.full_key:
+        key = cause.full_key
+        # The override that set the key, or one below it (optimiser.lr=... for optimiser).
+        typed = [o.lstrip("+~").partition("=") for o in overrides]
+        shown = next((f"{name}={_shown(name, value)}" for name, eq, value in typed
+                      if eq and (name == key or name.startswith(f"{key}."))), key)
+        schema = cause.object_type
+        if not isinstance(cause, ValidationError) and dataclasses.is_dataclass(schema):
+            parent, _, name = key.rpartition(".")
+            return f"{shown}: {_unknown_key(schema, name, f'{parent}.' if parent else '')}"
+        return f"{shown}: {_message(cause).splitlines()[0]}"
+    return one_line(err)
+
+
 def _check(node: DictConfig, prefix: str, found: List[Tuple[str, str]]) -> None:
     schema = OmegaConf.get_type(node)
     if not dataclasses.is_dataclass(schema):
@@ -148,10 +202,7 @@ def _check(node: DictConfig, prefix: str, found: List[Tuple[str, str]]) -> None:
         full = f"{prefix}{key}"
         if key not in names:
             if full != "hydra":  # Hydra's own node, typed by Hydra's schema
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f"; did you mean {prefix}{close[0]}?" if close else ""
-                unknown = f"unknown key, {schema.__name__} has no such field{hint}"
-                found.append((full, f"{full}={_shown(full, raw)}: {unknown}"))
+                found.append((full, f"{full}={_shown(full, raw)}: {_unknown_key(schema, str(key), prefix)}"))
             continue
         if OmegaConf.is_missing(node, key):
             found.append((full, f"{full}=???: must be set"))
@@ -222,6 +273,19 @@ def _basic_sweep_points(config: DictConfig) -> List[DictConfig]:
     return [loader.load_sweep_config(config, point) for point in BasicSweeper.split_arguments(overrides, None)[0]]
 
 
+def _check_search_keys(config: DictConfig) -> None:
+    """Raise ConfigError for a key of ``hydra.sweeper.params`` that the composed config lacks:
+    a sweeper that chooses its points as it goes (Optuna) would only find it at its first trial."""
+    for key in config.hydra.sweeper.get("params") or {}:
+        parent, _, name = str(key).rpartition(".")
+        node = OmegaConf.select(config, parent) if parent else config
+        schema = OmegaConf.get_type(node) if isinstance(node, DictConfig) else None
+        if "/" in key or key.startswith(("+", "~")) or not dataclasses.is_dataclass(schema) or name in node:
+            continue  # a group, an addition or a deletion, a plain mapping, or there
+        unknown = _unknown_key(schema, name, f"{parent}." if parent else "")
+        raise ConfigError(f"hydra.sweeper.params.{key}: {unknown}")
+
+
 class ValidateConfig(Callback):
     """``validate`` where Hydra has composed the config and made nothing yet: before a run;
     before a sweep, its base config and (basic sweeper) every point; and as each sweep
@@ -231,7 +295,14 @@ class ValidateConfig(Callback):
         _exit_if_invalid(config)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _exit_if_invalid(config, *_basic_sweep_points(config))
+        try:
+            points = _basic_sweep_points(config)
+            if not points:
+                _check_search_keys(config)
+        except CompactHydraException as err:  # a point that does not compose, a search key that is not there
+            print(composition_error(err, _overrides(config)), file=sys.stderr)
+            raise SystemExit(2) from None
+        _exit_if_invalid(config, *points)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if config.hydra.mode == RunMode.MULTIRUN:

@@ -66,6 +66,18 @@ CASES = [
     (["task=serve", "model_uri=models:/nope@x"], f"no registered model 'nope' in sqlite:///{{db}}; registered: {MODEL}"),
     # A sweep is checked, every point, before its first job runs.
     (["-m", "trainer.epochs=1,-1"], "trainer.epochs=-1: must be at least 1"),
+    # What Hydra itself refuses as it composes, in the same one line.
+    (["trainer.epohcs=3"], "trainer.epohcs=3: unknown key, TrainerConf has no such field; did you mean trainer.epochs?"),
+    (["logger.api_token=s3cr3t-sentinel"], "logger.api_token=***: unknown key, LoggerConf has no such field"),
+    (["trainer.epochs=abc"], "trainer.epochs=abc: Value 'abc' of type 'str' could not be converted to Integer"),
+    (["model=cnn17"], "model=cnn17: no such option; model is one of cnn16, efficientnet_lite0, efficientnet_lite2; "
+                      "did you mean model=cnn16?"),
+    (["trainer.epochs=[1"], "trainer.epochs=[1: no viable alternative at input '[1' (Hydra's override grammar)"),
+    (["-m", "model=cnn16", "model.net.frozen_stages=1,2"],
+     "model.net.frozen_stages=1,2: unknown key, CNN16NetConf has no such field"),
+    # A search's parameters, before Optuna's first trial.
+    (["hparams_search=efficientnet_lite_optuna", "model=cnn16"],
+     "hydra.sweeper.params.model.net.frozen_stages: unknown key, CNN16NetConf has no such field"),
 ]
 
 

@@ -90,6 +90,6 @@ def test_a_planted_experiment_composes_from_its_own_checkout(checkout):
     plant(checkout, "faster", "optimizer:\n  lr: 2.5e-3\n")
     assert job_config(["experiment=faster"], checkout)["optimizer"]["lr"] == 2.5e-3
     # The checkout's experiments, not the repository's.
-    with pytest.raises(ConfigError, match="Could not find 'experiment/food16_cnn16'"):
+    with pytest.raises(ConfigError, match="^experiment=food16_cnn16: no such option; experiment is one of faster$"):
         job_config(["experiment=food16_cnn16"], checkout)
     assert job_config(["experiment=food16_cnn16"])["model"]["net"]["_target_"].endswith("CNN16")

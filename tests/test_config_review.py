@@ -119,9 +119,9 @@ def test_diff_reads_the_config_an_mlflow_run_logged(tmp_path, monkeypatch, capsy
 @pytest.mark.parametrize(
     "side, message",
     [
-        ("experiment=no_such_experiment", "Could not find 'experiment/no_such_experiment'"),
+        ("experiment=no_such_experiment", "experiment=no_such_experiment: no such option; experiment is one of "),
         ("optimizer.lr=0", "optimizer.lr=0.0: must be greater than 0"),
-        ("optimiser.lr=1e-3", "Key 'optimiser' not in 'Config'"),
+        ("optimiser.lr=1e-3", "optimiser.lr=1e-3: unknown key, Config has no such field; did you mean optimizer?"),
         ("no/such/run/folder", "'no/such/run/folder': no such run folder"),
         (".", "not a run folder (no .hydra/config.yaml)"),
         ("runs:/abc", "no MLflow store at"),

@@ -14,7 +14,6 @@ overrides are then the same config; any other value that cannot resolve is an er
 from __future__ import annotations
 
 import copy
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
@@ -29,7 +28,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from lettucify.config import REPO_ROOT
 from lettucify.errors import ConfigError
-from lettucify.validation import validate
+from lettucify.validation import composition_error, one_line, validate
 
 # The nodes of Hydra's config that Hydra fills in as a job starts.
 _RUNTIME_NODES = ("runtime", "job")
@@ -40,20 +39,6 @@ EXPERIMENTS = Path("experiments") / "experiment"
 def experiment_names(root: Path = REPO_ROOT) -> list[str]:
     """The experiments of a checkout: ``experiment=<name>`` for each ``experiments/experiment/<name>.yaml``."""
     return sorted(path.stem for path in (Path(root) / EXPERIMENTS).glob("*.yaml"))
-
-
-def one_line(err: BaseException) -> str:
-    """Hydra's or OmegaConf's message, and its cause's, as one line."""
-    parts = [_message(err)]
-    if err.__cause__ is not None and str(err.__cause__) not in str(err):
-        parts.append(_message(err.__cause__))
-    return ": ".join(" ".join(part.split()) for part in parts)
-
-
-def _message(err: BaseException) -> str:
-    # After the message: OmegaConf's report of the key and its node's type (quoted in
-    # Hydra's own messages too), and Hydra's list of where it looked.
-    return re.split(r"\n\s*full_key:|\nConfig search path:", str(err))[0]
 
 
 @contextmanager
@@ -100,7 +85,7 @@ def _compose(overrides: Sequence[str], root: Path) -> DictConfig:
         with _rooted(root), initialize_config_dir(config_dir=str(root / "conf"), version_base="1.3"):
             return compose("config", overrides=list(overrides), return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(one_line(err)) from None
+        raise ConfigError(composition_error(err, overrides)) from None
     finally:
         GlobalHydra.instance().clear()
 

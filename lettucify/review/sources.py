@@ -21,10 +21,11 @@ from omegaconf import OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from lettucify.errors import ConfigError
-from lettucify.review.compose import hydra_node, job_config, one_line, resolved
+from lettucify.review.compose import hydra_node, job_config, resolved
 from lettucify.tracking.run import CONFIG_ARTIFACT
 from lettucify.tracking.secrets import Masker
 from lettucify.tracking.store import client, resolve_tracking_uri, sqlite_path
+from lettucify.validation import one_line
 
 MLFLOW_PREFIXES = ("runs:/", "mlflow:")
 WHAT = "overrides (key=value ...), experiment=<name>, a run folder or runs:/<run_id>"
