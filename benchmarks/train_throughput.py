@@ -19,7 +19,8 @@ unless ``--batch-size`` says otherwise (the loaders go round the photos as often
 The pipelines are interleaved and the whole repeated, so that machine noise falls on all
 alike; each measurement runs ``--steps`` optimizer steps after one untimed warm-up pass.
 It prints images/s (medians over the repeats), their spread ((max - min) / median) and the
-ratios b/a and b/c. On ``--device cuda`` the runs use the job's GPU settings (compute=local_gpu:
+ratios b/a and b/c: the medians of each repeat's own ratios, with their range, since the
+pipelines of one repeat run back to back, on the machine as it is at that moment. On ``--device cuda`` the runs use the job's GPU settings (compute=local_gpu:
 mixed precision, channels_last, pinned memory and non-blocking copies).
 """
 
@@ -191,14 +192,17 @@ def main() -> None:
         sys.exit(f"train_throughput: {err}")
     print(f"\ntraining images/s on {args.device} ({torch.get_num_threads()} torch threads), "
           f"median of {args.repeats} repeats (spread = (max - min) / median)")
-    print(f"{'model':<20}" + "".join(f"{name:>16} {'spread':>6}" for name in PIPELINES) + f"{'b/a':>7}{'b/c':>7}")
+    print(f"{'model':<20}" + "".join(f"{name:>16} {'spread':>6}" for name in PIPELINES)
+          + f"{'b/a':>7}{'range':>12}{'b/c':>7}{'range':>12}")
     for model, figures in results.items():
         median = {name: statistics.median(values) for name, values in figures.items()}
         cells = "".join(
             f"{median[name]:>16.1f} {(max(figures[name]) - min(figures[name])) / median[name]:>6.0%}" for name in PIPELINES
         )
-        print(f"{model:<20}{cells}{median['b lettucify'] / median['a naive']:>7.2f}"
-              f"{median['b lettucify'] / median['c compute']:>7.2f}")
+        for other in ("a naive", "c compute"):
+            ratios = [b / o for b, o in zip(figures["b lettucify"], figures[other])]
+            cells += f"{statistics.median(ratios):>7.2f}{f'{min(ratios):.2f}-{max(ratios):.2f}':>12}"
+        print(f"{model:<20}{cells}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from typing import Optional
 
 # Cores a process needs before a loader worker pays for the core it takes from the model:
 # on fewer, the loop prepares its batches itself (from the data cache, gathering a 224 px
-# photo costs ~0.1 ms and augmenting it with its batch ~0.6 ms on a CPU, a few percent of a step).
+# photo costs ~0.1 ms and augmenting it with its batch ~0.5 ms on a CPU, a few percent of a step).
 MIN_CORES_FOR_WORKERS = 4
 
 
