@@ -67,6 +67,9 @@ def main() -> None:
     os.environ[FULL_ERROR] = "1"
     try:
         run_job()
+    except LettucifyError as err:  # a launcher's, or a sweep point's that the sweeper raised
+        print(err, file=sys.stderr)
+        sys.exit(2)
     except CompactHydraException as err:
         print(composition_error(err, sys.argv[1:]), file=sys.stderr)
         sys.exit(2)
