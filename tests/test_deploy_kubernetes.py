@@ -215,10 +215,11 @@ def test_a_canary_through_the_target_moves_the_route_weights_step_by_step(deploy
 
 
 @pytest.mark.parametrize("traffic, mirror, problem", [
-    ({"blue": 90, "green": 20}, {}, "summing to 100"),
-    ({"blue": 101, "green": -1}, {}, "each 0 to 100"),
-    ({"blue": 90, "green": 10}, {"green": 10}, "not one with live traffic"),
+    ({"blue": 90, "green": 20}, {}, "traffic must add up to 100"),
+    ({"blue": 101, "green": -1}, {}, "traffic of blue must be a whole percent from 0 to 100, got 101"),
+    ({"blue": 90, "green": 10}, {"green": 10}, "green has live traffic; only a colour without it"),
     ({"blue": 100}, {"blue": 5, "green": 5}, "one colour at most"),
+    ({"blue": 100}, {"green": 60}, "mirror of green must be at most 50%"),
     ({"blue": 100}, {"purple": 5}, "no colour 'purple'"),
 ])
 def test_set_traffic_refuses_a_split_that_cannot_be_and_changes_nothing(deployed, traffic, mirror, problem):

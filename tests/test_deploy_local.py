@@ -318,7 +318,8 @@ def test_a_port_taken_by_another_program_and_a_split_that_cannot_be_are_one_line
     assert target.state()["blue"].model is None  # nothing was started
     for traffic, mirror, message in [
         ({"blue": 60, "green": 30}, {}, "add up to 100"),
-        ({"blue": 100}, {}, "a percent for each of blue, green"),
+        ({"blue": 100, "purple": 0}, {}, "no colour 'purple'; the colours are blue, green"),
+        ({"blue": 100.0}, {}, "traffic of blue must be a whole percent from 0 to 100, got 100.0"),
         ({"blue": 100, "green": 0}, {"green": 60}, "at most 50%"),
         ({"blue": 50, "green": 50}, {"green": 10}, "only a colour without it"),
         ({"blue": 100, "green": 0}, {}, "blue has no server listening"),

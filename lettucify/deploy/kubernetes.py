@@ -33,7 +33,7 @@ import yaml
 from lettucify.config import REPO_ROOT, KubernetesTargetConf
 from lettucify.deploy import manifests
 from lettucify.deploy.kubernetes_api import Rollout
-from lettucify.deploy.target import COLOURS, ColourState, DeployError, Endpoint, ModelRef
+from lettucify.deploy.target import COLOURS, ColourState, DeployError, Endpoint, ModelRef, traffic_split
 from lettucify.errors import LettucifyError
 
 log = logging.getLogger(__name__)
@@ -266,18 +266,7 @@ class KubernetesTarget:
 
     def set_traffic(self, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
         state = self._load()
-        unknown = sorted(set(traffic) - set(COLOURS)) + sorted(set(mirror) - set(COLOURS))
-        if unknown:
-            raise DeployError("traffic", f"no colour {unknown[0]!r}; the colours are {', '.join(COLOURS)}")
-        split = {colour: int(traffic.get(colour, 0)) for colour in COLOURS}
-        copied = {colour: int(mirror.get(colour, 0)) for colour in COLOURS}
-        if any(not 0 <= share <= 100 for share in [*split.values(), *copied.values()]) or sum(split.values()) != 100:
-            raise DeployError(
-                "traffic", f"traffic {split} and mirror {copied}: each 0 to 100, the traffic summing to 100"
-            )
-        mirrored = [colour for colour, share in copied.items() if share]
-        if len(mirrored) > 1 or any(split[colour] for colour in mirrored):
-            raise DeployError("traffic", f"mirror {copied}: one colour at most, and not one with live traffic")
+        split, copied = traffic_split(traffic, mirror)
         missing = [colour for colour in COLOURS if (split[colour] or copied[colour]) and colour not in state.versions]
         if missing:
             raise DeployError("traffic", f"nothing is deployed on {missing[0]}")

@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import requests
 
-from lettucify.deploy.target import COLOURS, ColourState, DeployError, Endpoint, ModelRef, other
+from lettucify.deploy.target import COLOURS, ColourState, DeployError, Endpoint, ModelRef, other, traffic_split
 from lettucify.errors import LettucifyError
 
 log = logging.getLogger(__name__)
@@ -63,29 +63,6 @@ def process_start(pid: int) -> Optional[str]:
 def empty_state() -> Dict[str, Any]:
     return {"version": 0, "front": None, "colours": {c: None for c in COLOURS},
             "traffic": {c: 0 for c in COLOURS}, "mirror": {c: 0 for c in COLOURS}}
-
-
-def split_problem(traffic: Mapping[str, int], mirror: Mapping[str, int]) -> Optional[str]:
-    """What is wrong with a traffic split and its mirroring, or None."""
-    if set(traffic) != set(COLOURS):
-        return f"traffic must give a percent for each of {', '.join(COLOURS)}, got {dict(traffic)}"
-    if set(mirror) - set(COLOURS):
-        return f"mirror names unknown colours: {sorted(set(mirror) - set(COLOURS))}"
-    for what, split in (("traffic", traffic), ("mirror", mirror)):
-        for colour, percent in split.items():
-            if not isinstance(percent, int) or isinstance(percent, bool) or not 0 <= percent <= 100:
-                return f"{what} of {colour} must be a whole percent from 0 to 100, got {percent!r}"
-    if sum(traffic.values()) != 100:
-        return f"traffic must add up to 100, got {dict(traffic)}"
-    mirrored = [c for c, percent in mirror.items() if percent]
-    if len(mirrored) > 1:
-        return "mirror goes to one colour at most"
-    for colour in mirrored:
-        if mirror[colour] > 50:
-            return f"mirror of {colour} must be at most 50%, got {mirror[colour]}"
-        if traffic[colour]:
-            return f"{colour} has live traffic; only a colour without it can get mirrored copies"
-    return None
 
 
 def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
@@ -177,19 +154,15 @@ class LocalTarget:
         return Endpoint(scoring_url=f"{url}/predict", base_url=url)
 
     def set_traffic(self, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
-        traffic, mirror = dict(traffic), dict(mirror)
-        problem = split_problem(traffic, mirror)
-        if problem:
-            raise DeployError("traffic", problem)
+        traffic, mirror = traffic_split(traffic, mirror)
         state = self._read()
         for colour in COLOURS:
-            wanted = traffic[colour] or mirror.get(colour, 0)
+            wanted = traffic[colour] or mirror[colour]
             server = state["colours"][colour]
             if wanted and not (server is not None and self._alive(server) and self._url(state, colour)):
                 raise DeployError("traffic", f"{colour} has no server listening to take {wanted}% ({self._log(colour)})")
         self._ensure_front(state)
-        state["traffic"] = {c: traffic[c] for c in COLOURS}
-        state["mirror"] = {c: mirror.get(c, 0) for c in COLOURS}
+        state["traffic"], state["mirror"] = traffic, mirror
         if not self._front_takes(self._write(state)):
             raise DeployError("traffic", f"the front did not take the new split in {FRONT_SYNC_S:g}s: "
                                          f"{_last_line(self.dir / 'front.log')}")

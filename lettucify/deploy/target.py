@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Protocol
+from typing import Dict, Mapping, Optional, Protocol, Tuple
 
 from lettucify.errors import LettucifyError
 
@@ -30,6 +30,40 @@ class DeployError(LettucifyError):
         super().__init__(f"{step}: {reason}")
         self.step = step
         self.reason = reason
+
+
+# Mirrored copies a colour may get at most, percent (as Azure ML online endpoints allow).
+MAX_MIRROR = 50
+
+
+def traffic_split(traffic: Mapping[str, int], mirror: Mapping[str, int]) -> Tuple[Dict[str, int], Dict[str, int]]:
+    """``(traffic, mirror)`` over every colour (one not named: 0), or DeployError("traffic")
+    saying what is wrong: the rule of the local and Kubernetes targets (an Azure endpoint's
+    maps are checked against Azure's own, ``lettucify.azure.online.check_traffic``).
+
+    Live traffic is whole percents summing to 100; mirrored copies go to one colour at
+    most, at most ``MAX_MIRROR`` percent, and not to a colour with live traffic.
+    """
+    unknown = sorted(set(traffic) - set(COLOURS)) + sorted(set(mirror) - set(COLOURS))
+    if unknown:
+        raise DeployError("traffic", f"no colour {unknown[0]!r}; the colours are {', '.join(COLOURS)}")
+    split = {colour: traffic.get(colour, 0) for colour in COLOURS}
+    copied = {colour: mirror.get(colour, 0) for colour in COLOURS}
+    for what, shares in (("traffic", split), ("mirror", copied)):
+        for colour, percent in shares.items():
+            if not isinstance(percent, int) or isinstance(percent, bool) or not 0 <= percent <= 100:
+                raise DeployError("traffic", f"{what} of {colour} must be a whole percent from 0 to 100, got {percent!r}")
+    if sum(split.values()) != 100:
+        raise DeployError("traffic", f"traffic must add up to 100, got {split}")
+    mirrored = [colour for colour, percent in copied.items() if percent]
+    if len(mirrored) > 1:
+        raise DeployError("traffic", f"mirror {copied}: one colour at most")
+    for colour in mirrored:
+        if copied[colour] > MAX_MIRROR:
+            raise DeployError("traffic", f"mirror of {colour} must be at most {MAX_MIRROR}%, got {copied[colour]}")
+        if split[colour]:
+            raise DeployError("traffic", f"{colour} has live traffic; only a colour without it can get mirrored copies")
+    return split, copied
 
 
 @dataclass(frozen=True)
@@ -93,7 +127,7 @@ class Target(Protocol):
         """The colour's own endpoint, or None when it cannot be reached from here (rendered only)."""
 
     def set_traffic(self, traffic: Mapping[str, int], mirror: Mapping[str, int]) -> None:
-        """Split live traffic (percent per colour, summing to 100) and mirroring (percent, one colour at most)."""
+        """Split live traffic and mirroring as ``traffic_split`` allows (a colour not named: 0)."""
 
     def remove(self, colour: str) -> None:
         """Take the colour's deployment down; it must have no live traffic."""
