@@ -20,8 +20,9 @@ The pipelines are interleaved and the whole repeated, so that machine noise fall
 alike; each measurement runs ``--steps`` optimizer steps after one untimed warm-up pass.
 It prints images/s (medians over the repeats), their spread ((max - min) / median) and the
 ratios b/a and b/c: the medians of each repeat's own ratios, with their range, since the
-pipelines of one repeat run back to back, on the machine as it is at that moment. On ``--device cuda`` the runs use the job's GPU settings (compute=local_gpu:
-mixed precision, channels_last, pinned memory and non-blocking copies).
+pipelines of one repeat run back to back, on the machine as it is at that moment. On
+``--device cuda`` the runs use the job's GPU settings (compute=local_gpu: mixed precision,
+channels_last, pinned memory and non-blocking copies).
 """
 
 from __future__ import annotations

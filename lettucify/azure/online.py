@@ -23,6 +23,7 @@ from typing import Any, Collection, Dict, List, Mapping, Optional, Tuple
 
 from lettucify.azure.entities import spec_yaml
 from lettucify.config import AzureShip
+from lettucify.deploy.target import MAX_MIRROR
 from lettucify.errors import LettucifyError
 
 # Deployment tags that state() reads back.
@@ -42,7 +43,6 @@ ROUTES = {
 # load and warm the model) before an instance is restarted (liveness) or left out (readiness).
 LIVENESS_PROBE = {"initial_delay": 10, "period": 10, "timeout": 2, "success_threshold": 1, "failure_threshold": 30}
 READINESS_PROBE = {"initial_delay": 10, "period": 10, "timeout": 10, "success_threshold": 1, "failure_threshold": 30}
-MAX_MIRROR_PERCENT = 50
 
 Shares = Mapping[str, int]
 
@@ -155,8 +155,8 @@ def check_traffic(traffic: Shares, mirror: Shares, deployments: Collection[str])
     if len(mirrored) > 1:
         raise LettucifyError(f"mirror traffic goes to {shown(mirrored)}: Azure mirrors to one deployment at most")
     for name, share in mirrored.items():
-        if share > MAX_MIRROR_PERCENT:
-            raise LettucifyError(f"mirror traffic of {name} is {share}%: Azure mirrors at most {MAX_MIRROR_PERCENT}%")
+        if share > MAX_MIRROR:
+            raise LettucifyError(f"mirror traffic of {name} is {share}%: Azure mirrors at most {MAX_MIRROR}%")
         if traffic.get(name):
             raise LettucifyError(f"mirror traffic goes to {name}, which has {traffic[name]}% live traffic: "
                                  "Azure mirrors only to a deployment without live traffic")
